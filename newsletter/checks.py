@@ -1,0 +1,73 @@
+"""Pre-send checks: things that are valid YAML but would hurt readers or deliverability."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .config import Settings
+from .errors import Problem
+from .issue import Issue
+from .render import SAMPLE_SUBSCRIBER, Rendered
+
+# Gmail clips messages whose HTML is above ~102 KB, hiding the footer and the unsubscribe link.
+SIZE_ERROR = 102_000
+SIZE_WARNING = 90_000
+SUBJECT_MAX = 78  # RFC 5322's line length; longer subjects are cut in most inbox lists
+PREHEADER_MAX = 110  # inbox previews show roughly 40–110 characters
+
+_MD_IMAGE = re.compile(r"!\[([^\]]*)\]\(\s*(\S+?)\s*(?:\"[^\"]*\")?\)")
+
+
+def html_size(rendered: Rendered) -> int:
+    """Bytes of the HTML part as a reader without a name receives it."""
+    _, html, _ = rendered.personalize(SAMPLE_SUBSCRIBER, "https://example.com/unsubscribe?token=" + "x" * 43)
+    return len(html.encode("utf-8"))
+
+
+def check_issue(issue: Issue, path: Path, settings: Settings, rendered: Rendered) -> list[Problem]:
+    """Every finding for an issue that validated, errors and warnings, in file order."""
+    found: list[Problem] = []
+
+    def add(loc: tuple[str | int, ...], message: str, severity: str = "warning") -> None:
+        field = ".".join(str(p) for p in loc)
+        found.append(Problem(path, issue.line_of(*loc) if loc else 1, field, message, severity))
+
+    size = html_size(rendered)
+    if size >= SIZE_ERROR:
+        add((), f"HTML is {size:,} bytes; Gmail clips above ~102 KB and hides the footer and "
+            "unsubscribe link: shorten the issue or split it", "error")
+    elif size >= SIZE_WARNING:
+        add((), f"HTML is {size:,} bytes, close to Gmail's ~102 KB clipping limit")
+    if len(issue.subject) > SUBJECT_MAX:
+        add(("subject",), f"subject is {len(issue.subject)} characters; inboxes cut it after about "
+            f"{SUBJECT_MAX}: put the point first or shorten it")
+    if not issue.preheader:
+        add(("subject",), "no preheader: inboxes will preview the first text of the email instead; "
+            "add `preheader:` (40–110 characters)")
+    elif len(issue.preheader) > PREHEADER_MAX:
+        add(("preheader",), f"preheader is {len(issue.preheader)} characters; inboxes show about "
+            f"{PREHEADER_MAX}")
+    prose: list[tuple[tuple[str | int, ...], str | None]] = [(("intro",), issue.intro), (("outro",), issue.outro)]
+    prose += [(("sections", i, "body"), s.body) for i, s in enumerate(issue.sections)]
+    for loc, text in prose:
+        for alt, src in _MD_IMAGE.findall(text or ""):
+            if not alt.strip():
+                add(loc, f"image {src} has no alt text: write ![what it shows]({src})", "error")
+            if not src.lower().startswith("https://"):
+                add(loc, f"image {src} is not https: many mail clients block it")
+    cfg = settings.path or "newsletter.toml"
+    if settings.brand.logo and not settings.brand.logo.startswith("https://"):
+        found.append(Problem(cfg, settings.line_of("logo"), "brand.logo",
+                             "logo is not https: many mail clients block it"))
+    if not settings.postal_address:
+        found.append(Problem(cfg, settings.line_of("postal_address"), "postal_address", "no postal address: bulk mail must carry "
+                             "the sender's postal address (CAN-SPAM); set postal_address", "error"))
+    if not settings.unsubscribe_url and settings.sendgrid.asm_group_id is None:
+        found.append(Problem(cfg, settings.line_of("unsubscribe_url"), "unsubscribe_url", "no unsubscribe URL: set unsubscribe_url "
+                             "(with {email} and {token}) or [sendgrid] asm_group_id", "error"))
+    return found
+
+
+def has_errors(problems: list[Problem]) -> bool:
+    return any(p.severity == "error" for p in problems)
