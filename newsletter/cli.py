@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -12,6 +13,10 @@ from . import __version__
 from .config import Settings, load_settings
 from .errors import IssueError, NewsletterError, Problem
 from .pipeline import Prepared, prepare, write_rendered
+
+if TYPE_CHECKING:  # the send modules load only when `send` runs
+    from .campaign import Campaign
+    from .dispatch import SendReport
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -84,10 +89,143 @@ def render(ctx: _Context, issue: Path, out_dir: Path) -> None:
         err.print("rendered, but `newsletter check` reports errors: fix them before sending", style="red")
 
 
+def _print_report(report: "SendReport", campaign: "Campaign") -> None:
+    from rich.table import Table
+
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_column()
+    skipped = ", ".join(f"{k} {v}" for k, v in sorted(report.skipped_by_status.items())) or "none"
+    dry = report.mode == "dry-run"
+    t.add_row("rows in the list", f"{report.rows:,}", str(campaign.list_path))
+    t.add_row("would receive it" if dry else "sent", f"{report.sent:,}", "")
+    t.add_row("skipped by status", f"{sum(report.skipped_by_status.values()):,}", skipped)
+    t.add_row("invalid rows", f"{len(report.invalid):,}", "listed above" if report.invalid else "")
+    t.add_row("duplicates", f"{len(report.duplicates):,}", "listed above" if report.duplicates else "")
+    t.add_row("already sent", f"{report.already_sent:,}", "in an earlier run")
+    if report.left_for_later:
+        t.add_row("left for later", f"{report.left_for_later:,}", "--limit or interrupted: run again to go on")
+    if report.unknown:
+        t.add_row("unknown", f"{len(report.unknown):,}", "handed over earlier, no answer recorded")
+    if not dry:
+        t.add_row("failed", f"{len(report.failed):,}", "refused by the provider")
+        t.add_row("not sent", f"{len(report.unsent):,}", "still failing after retries")
+    batches = f"{report.batches:,}"
+    t.add_row("batches", batches, f"via {report.provider}" + ("" if dry else f", {report.requests:,} requests"))
+    t.add_row("HTML size", f"{report.html_bytes:,}", "bytes")
+    t.add_row("check warnings", f"{len(report.warnings):,}", "")
+    out.print(t)
+
+
+def _print_list_problems(report: "SendReport") -> None:
+    for line in report.invalid + report.duplicates:
+        err.print(line, style="yellow", markup=False)
+
+
+@cli.command()
+@click.argument("issue", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--list", "list_spec", required=True, metavar="LIST",
+              help="A list name from subscribers/ (digest -> subscribers/digest.csv) or a CSV path.")
+@click.option("--send", "really", is_flag=True, help="Send for real (default: a dry run that sends nothing).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation before a real send.")
+@click.option("--test", "test", is_flag=True, help="Send one [TEST] copy to each preview address.")
+@click.option("--provider", type=click.Choice(["sendgrid", "smtp"]), default=None,
+              help="Mail provider (default: `provider` in newsletter.toml).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Only the next N readers who have not had this issue yet (staged sends).")
+@click.option("--resend-unknown", is_flag=True,
+              help="Also resend readers whose earlier batch has no recorded answer (may duplicate).")
+@click.pass_obj
+def send(ctx: _Context, issue: Path, list_spec: str, really: bool, yes: bool, test: bool,
+         provider: str | None, limit: int | None, resend_unknown: bool) -> None:
+    """Send ISSUE to a subscriber list; a dry run unless --send (or --test)."""
+    from .campaign import Campaign
+    from .dispatch import StopFlag, graceful_interrupt
+
+    if really and test:
+        raise click.UsageError("--test sends only to the preview addresses; drop --send or --test")
+    settings = ctx.settings
+    prepared = _prepare(ctx, issue)
+    campaign = Campaign(prepared, settings, list_spec, provider or settings.provider)
+    _print_problems(prepared.problems)
+    if prepared.errors and (really or test):
+        err.print("✗ `newsletter check` finds errors: nothing was sent; fix them and run again", style="bold red")
+        raise SystemExit(1)
+
+    if test:
+        report = campaign.test_send()
+        for address in settings.preview:
+            state = "failed: " + report.failed.get(address, report.unsent.get(address, "")) \
+                if address in report.failed or address in report.unsent else "sent"
+            out.print(f"[TEST] copy to {address}: {state}", markup=False)
+        raise SystemExit(report.exit_code)
+
+    if not really:
+        report = campaign.dry_run(limit=limit)
+        _print_list_problems(report)
+        out.print(f"[bold]Dry run[/] of {issue} to {campaign.list_path}: nothing was sent, nothing recorded")
+        _print_report(report, campaign)
+        if campaign.throwaway_secret:
+            err.print("warning: NEWSLETTER_SECRET is not set; the sample unsubscribe links use a "
+                      "throwaway key. Set it before --send.", style="yellow")
+        out.print(f"Wrote {campaign.outbox}/: {campaign.stem}.html, {campaign.stem}.txt, recipients.csv, "
+                  f"sample .eml files, report-dry-run.json", markup=False)
+        hint = f"newsletter send {issue} --list {list_spec} --send"
+        out.print(f"This was a dry run. To send a test copy: add --test; to send: [bold]{hint}[/]")
+        raise SystemExit(1 if prepared.errors else 0)
+
+    campaign.require_secret()
+    count = campaign.count_recipients(limit=limit, resend_unknown=resend_unknown)
+    if count == 0:
+        out.print(f"Nothing to send: every subscribed reader of {campaign.list_path} already has "
+                  f"{campaign.stem} (or is in an unknown state; see below).", markup=False)
+    elif not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("refusing to send without confirmation: no terminal to ask; add --yes")
+        subject = prepared.issue.subject
+        if not click.confirm(f"Send “{subject}” to {count:,} readers via {campaign.provider_name}?"):
+            raise click.Abort()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    stop = StopFlag()
+    columns = (TextColumn("sending"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]:.0f}/s"), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=False, disable=count == 0) as bar:
+        task = bar.add_task("send", total=count, rate=0.0)
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+            bar.update(task, rate=bar.tasks[task].speed or 0.0)
+
+        def on_ctrl_c() -> None:
+            err.print("stopping after the current batch (Ctrl-C again to abort at once)", style="yellow")
+
+        with graceful_interrupt(stop, on_ctrl_c):
+            report = campaign.send(limit=limit, resend_unknown=resend_unknown, stop=stop, on_progress=advance)
+    _print_list_problems(report)
+    _print_report(report, campaign)
+    for email, why in list(report.failed.items())[:20] + list(report.unsent.items())[:20]:
+        err.print(f"{email}: {why}", style="red", markup=False)
+    if report.unknown:
+        err.print(f"{len(report.unknown)} readers were handed to the provider in an earlier run with no "
+                  "answer recorded (the process died mid-batch?). They were NOT resent. Check the provider's "
+                  "activity log; to send them again anyway, add --resend-unknown.", style="yellow")
+    if report.complete:
+        out.print(f"✓ done: {report.sent:,} sent; report in {campaign.outbox}/report-send.json", style="green")
+    else:
+        err.print(f"✗ incomplete: run the same command again to resume (report in "
+                  f"{campaign.outbox}/report-send.json)", style="bold red")
+    raise SystemExit(report.exit_code)
+
+
 def main() -> None:
     """Console-script entry point: library errors become messages and exit codes, never tracebacks."""
     try:
         cli.main(standalone_mode=False)
+    except click.UsageError as e:
+        e.show()
+        sys.exit(2)
     except click.exceptions.Abort:
         err.print("aborted")
         sys.exit(130)

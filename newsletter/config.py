@@ -116,7 +116,7 @@ ENV_OVERRIDES: dict[str, tuple[str | None, str]] = {
 
 def find_config(start: Path | None = None) -> Path | None:
     """newsletter.toml in the current directory (the project root), or None."""
-    candidate = (start or Path.cwd()) / CONFIG_NAME
+    candidate = start / CONFIG_NAME if start else Path(CONFIG_NAME)
     return candidate if candidate.is_file() else None
 
 

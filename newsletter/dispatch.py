@@ -1,0 +1,190 @@
+"""The one send loop: stream the list, skip who already has the issue, batch, hand to the
+provider, record every answer, retry what failed transiently, and stop cleanly on Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from itertools import islice
+
+from .ledger import IN_FLIGHT, RETRY, SENT, Ledger
+from .personalize import Personalizer
+from .providers.base import BatchResult, Personalization, Provider
+from .subscribers import Subscriber, SubscriberList
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+
+
+@dataclass
+class RetryPolicy:
+    attempts: int = 5  # per batch, first try included
+    backoff: float = 2.0  # seconds before the 2nd try; doubles each time
+    max_wait: float = 120.0
+
+    def wait(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_wait)
+        return min(self.backoff * 2 ** (attempt - 1), self.max_wait)
+
+
+class StopFlag:
+    """Set by the first Ctrl-C: the batch in hand finishes and is recorded, then the loop stops."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+
+@contextmanager
+def graceful_interrupt(stop: StopFlag, on_first: Callable[[], None] = lambda: None) -> Iterator[StopFlag]:
+    """First Ctrl-C requests a clean stop; a second one interrupts at once."""
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.requested = True
+        on_first()
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@dataclass
+class SendReport:
+    issue: str
+    subscriber_list: str
+    provider: str
+    mode: str  # "dry-run" | "send" | "test"
+    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    finished_at: str = ""
+    rows: int = 0
+    skipped_by_status: dict[str, int] = field(default_factory=dict)
+    invalid: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    already_sent: int = 0
+    unknown: list[str] = field(default_factory=list)  # in flight in an earlier run, no answer recorded
+    left_for_later: int = 0  # beyond --limit, or not reached after Ctrl-C
+    sent: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # permanent refusals
+    unsent: dict[str, str] = field(default_factory=dict)  # still failing after the retries
+    batches: int = 0
+    requests: int = 0
+    interrupted: bool = False
+    html_bytes: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not (self.failed or self.unsent or self.unknown or self.interrupted)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.complete else EXIT_INCOMPLETE
+
+    def as_dict(self) -> dict[str, object]:
+        return {**asdict(self), "complete": self.complete, "exit_code": self.exit_code}
+
+
+@dataclass
+class Dispatcher:
+    personalizer: Personalizer
+    provider: Provider
+    ledger: Ledger | None  # who already has the issue; None for test sends
+    report: SendReport
+    record: bool = True  # False for a dry run: look up the ledger, write nothing
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    stop: StopFlag = field(default_factory=StopFlag)
+    limit: int | None = None
+    resend_unknown: bool = False
+    on_progress: Callable[[int], None] = lambda n: None
+    sleep: Callable[[float], None] = time.sleep
+
+    def __post_init__(self) -> None:
+        self.envelope = self.personalizer.envelope()
+        self.run_id = uuid.uuid4().hex[:8]
+        self.handed_over = 0
+
+    def todo(self, subscribers: Iterator[Subscriber]) -> Iterator[Subscriber]:
+        """Subscribed readers who do not have this issue yet, looked up in the ledger in chunks."""
+        while chunk := list(islice(subscribers, 500)):
+            states = self.ledger.states(s.key for s in chunk) if self.ledger else {}
+            for sub in chunk:
+                state = states.get(sub.key)
+                if state == SENT:
+                    self.report.already_sent += 1
+                elif state == IN_FLIGHT and not self.resend_unknown:
+                    self.report.unknown.append(sub.email)
+                elif self.limit is not None and self.handed_over >= self.limit:
+                    self.report.left_for_later += 1
+                else:
+                    self.handed_over += 1
+                    yield sub
+
+    def run(self, subscribers: SubscriberList) -> SendReport:
+        """Send to every subscribed reader of the list who has not had this issue yet."""
+        subscribed = (s for s in subscribers if s.status == "subscribed")
+        todo = self.todo(subscribed)
+        try:
+            while not self.stop.requested and (chunk := list(islice(todo, self.provider.max_batch))):
+                self.send_batch([self.personalizer(s) for s in chunk])
+            if self.stop.requested:
+                self.report.interrupted = True
+                # count the rest without sending, so the report is whole
+                self.report.left_for_later += sum(1 for _ in todo)
+        finally:
+            self.provider.close()
+        r = self.report
+        r.rows = subscribers.rows
+        r.skipped_by_status = {k: v for k, v in subscribers.by_status.items() if k != "subscribed"}
+        r.invalid = [str(p) for p in subscribers.invalid]
+        r.duplicates = [str(p) for p in subscribers.duplicates]
+        r.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return r
+
+    def send_batch(self, batch: list[Personalization]) -> None:
+        """One batch, retried while the provider says the failure is transient."""
+        self.report.batches += 1
+        batch_id = f"{self.run_id}-{self.report.batches:05d}"
+        remaining = batch
+        for attempt in range(1, self.retry.attempts + 1):
+            if self.ledger and self.record:
+                self.ledger.mark_in_flight(batch_id, self.provider.name, remaining)
+            try:
+                result = self.provider.send(self.envelope, remaining)
+            except Exception as e:
+                from .errors import NewsletterError
+
+                if isinstance(e, NewsletterError) and self.ledger and self.record:
+                    # providers raise only before handing anything over: nothing was sent
+                    self.ledger.record(BatchResult(retry={p.email: str(e) for p in remaining}))
+                raise
+            self.report.requests += 1
+            if self.ledger and self.record:
+                self.ledger.record(result, retry_state=RETRY)
+            self.report.sent += len(result.sent)
+            self.report.failed.update(result.failed)
+            self.on_progress(len(result.sent) + len(result.failed))
+            if not result.retry:
+                return
+            remaining = [p for p in remaining if p.email in result.retry]
+            if attempt == self.retry.attempts or self.stop.requested:
+                break
+            self._wait(self.retry.wait(attempt, result.retry_after))
+            if self.stop.requested:
+                break
+        self.report.unsent.update(result.retry)
+        self.on_progress(len(result.retry))
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep in small steps so that Ctrl-C during a backoff stops promptly."""
+        end = time.monotonic() + seconds
+        while not self.stop.requested and (left := end - time.monotonic()) > 0:
+            self.sleep(min(left, 0.2))
