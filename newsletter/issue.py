@@ -11,6 +11,7 @@ from babel import Locale, UnknownLocaleError
 from markdown_it import MarkdownIt
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from ruamel.yaml import YAML
+from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
@@ -157,6 +158,8 @@ def _plain(node: Any) -> Any:
         return {str(k): _plain(v) for k, v in node.items()}
     if isinstance(node, CommentedSeq):
         return [_plain(v) for v in node]
+    if isinstance(node, str):
+        return str(node)  # ruamel's scalar string subclasses -> plain str
     return node
 
 
@@ -190,9 +193,18 @@ def _message(err: dict[str, Any]) -> str:
     return msg.removeprefix("Value error, ")
 
 
+class _Constructor(RoundTripConstructor):
+    """Leaves dates as text so that pydantic validates them (2021-02-30 becomes a located error,
+    not an exception thrown by the YAML loader)."""
+
+
+_Constructor.add_constructor("tag:yaml.org,2002:timestamp", lambda self, node: self.construct_scalar(node))
+
+
 def parse_issue(text: str, path: Path | str, *, default_language: str = "en") -> Issue:
     """Validate issue-file text; raises IssueError listing every problem with its line."""
     yaml = YAML(typ="rt")
+    yaml.Constructor = _Constructor
     try:
         root = yaml.load(text)
     except MarkedYAMLError as e:

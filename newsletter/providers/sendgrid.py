@@ -1,5 +1,5 @@
 """SendGrid v3 Mail Send: one request per batch, the content sent once with its NLMF tokens left in
-and each recipient's values as SendGrid substitutions (so 1000 readers cost one ~100 KB body)."""
+and each recipient's values as SendGrid substitutions (1000 readers of the example issue: ~0.76 MB)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ TIMEOUT = 60.0  # seconds; the client's default is none at all, which can hang a
 MAX_RETRY_AFTER = 900.0  # a rate-limit reset further away than this is clock skew or a bad header
 MAX_CATEGORIES = 10  # SendGrid rejects more
 # An explicit charset makes python_http_client send our str as-is (.encode("utf-8")) instead of
-# re-serializing it with json.dumps' default ensure_ascii, which bloats Cyrillic by ~40%.
+# re-serializing it with json.dumps' default ensure_ascii: \uXXXX is 6 bytes for a 2-byte letter.
 CONTENT_TYPE = "application/json; charset=utf-8"
 
 # Its DEBUG lines carry the Authorization header (our API key) and whole request bodies.
@@ -40,10 +40,12 @@ class SendGridProvider:
                 "SENDGRID_API_KEY is not set: create an API key with Mail Send permission in "
                 "SendGrid (Settings > API Keys) and export it in the environment"
             )
+        if not settings.api_url.startswith(("https://", "http://")):
+            raise ConfigError(f"sendgrid.api_url = {settings.api_url!r}: use https://api.sendgrid.com")
         self.max_batch = min(settings.batch_size, 1000)
-        self.api_url = settings.api_url
+        self.api_url = settings.api_url.rstrip("/")  # "host/" would POST to //v3/mail/send
         self._key = settings.api_key
-        self._client = SendGridAPIClient(settings.api_key, host=settings.api_url).client
+        self._client = SendGridAPIClient(settings.api_key, host=self.api_url).client
         self._client.request_headers["Content-Type"] = CONTENT_TYPE
         self._tags: tuple[Envelope, list[tuple[str, int, bool]]] | None = None
 

@@ -27,12 +27,15 @@ class SMTPProvider:
         self.settings = settings
         self.connections = 0  # connections opened, so that tests can assert reuse
         self._smtp: smtplib.SMTP | None = None
+        self._fatal: ConfigError | None = None  # raised on the next send(), see below
 
     @property
     def _where(self) -> str:
         return f"{self.settings.host}:{self.settings.port}"
 
     def send(self, envelope: Envelope, batch: list[Personalization]) -> BatchResult:
+        if self._fatal is not None:
+            raise self._fatal
         result = BatchResult()
         for i, p in enumerate(batch):
             try:
@@ -44,6 +47,15 @@ class SMTPProvider:
                 outcome, text = self._deliver(msg, envelope.from_email, p.email)
             except _Down as e:
                 # a dead server stays dead for a while: leave the rest to the dispatcher's backoff
+                for q in batch[i:]:
+                    result.retry[q.email] = str(e)
+                break
+            except ConfigError as e:
+                if not (result.sent or result.failed):  # nothing to report: just stop
+                    raise
+                # e.g. the password changed before a reconnect: report what was already sent so
+                # that the ledger records it (no duplicates on resume), and stop at the next call
+                self._fatal = e
                 for q in batch[i:]:
                     result.retry[q.email] = str(e)
                 break
@@ -98,7 +110,9 @@ class SMTPProvider:
         context = ssl.create_default_context()  # verifies the certificate and the host name
         try:
             if s.security == "ssl":
-                smtp: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=context)
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                    s.host, s.port, timeout=s.timeout, context=context
+                )
             else:
                 smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
         except ssl.SSLCertVerificationError as e:
@@ -125,7 +139,9 @@ class SMTPProvider:
             raise ConfigError(_tls_hint(self._where, e)) from None
         except smtplib.SMTPNotSupportedError as e:  # no STARTTLS or no AUTH offered: a setting
             smtp.close()
-            raise ConfigError(f"SMTP server {self._where}: {e}; check [smtp] security and username") from None
+            raise ConfigError(
+                f"SMTP server {self._where}: {e}; check [smtp] security and username"
+            ) from None
         except (OSError, smtplib.SMTPException) as e:
             smtp.close()
             raise _Down(f"cannot set up the connection to {self._where}: {_describe(e)}") from None

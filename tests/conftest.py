@@ -1,0 +1,116 @@
+"""Shared fixtures: a throwaway project (newsletter.toml + the real templates) and a CLI runner
+that runs the installed console entry point in a subprocess, as an editor would."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "issues" / "2021-03.yaml"
+
+CONFIG = """\
+[newsletter]
+name = "Test Digest"
+language = "en"
+from_name = "Test Digest"
+from_email = "digest@example.org"
+reply_to = "editor@example.org"
+postal_address = "1 Example Street, Springfield"
+unsubscribe_url = "https://example.org/unsubscribe?email={email}&token={token}"
+unsubscribe_mailto = "unsubscribe@example.org"
+preview = ["preview@example.org"]
+provider = "smtp"
+
+[smtp]
+host = "127.0.0.1"
+port = 2525
+"""
+
+SMALL_ISSUE = """\
+subject: "Hello {{ subscriber.name | default('reader') }}: the March digest"
+date: 2021-03-31
+language: en
+preheader: "Self-supervised vision, transformers for video and a GAN that composes scenes"
+intro: |
+  Hi {{ subscriber.name | default("reader") }}! This month: **three** papers & one repo.
+sections:
+  - title: SEER
+    image:
+      src: https://example.org/seer.png
+      alt: A chart of SEER's accuracy against model size
+      caption: Accuracy grows with the number of parameters.
+    links:
+      - label: paper
+        url: https://arxiv.org/abs/2103.01988
+      - label: blog post
+        url: https://ai.facebook.com/blog/seer
+    body: |
+      A 1.3-billion-parameter model trained on a billion [Instagram](https://instagram.com/?a=1&b=2) photos.
+
+      - no labels
+      - 84.2% top-1 on ImageNet
+  - title: No image, no links
+    body: Plain prose with <script>alert(1)</script> shown as text.
+outro: |
+  P.S. Reply to this email to tell us what you think.
+"""
+
+
+@dataclass
+class Project:
+    root: Path
+
+    def write_issue(self, text: str, name: str = "issue.yaml") -> Path:
+        path = self.root / "issues" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+
+    def write_list(self, text: str, name: str = "readers") -> Path:
+        path = self.root / "subscribers" / f"{name}.csv"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "newsletter.toml").write_text(CONFIG, encoding="utf-8")
+    shutil.copytree(REPO / "templates", root / "templates")
+    return Project(root)
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def output(self) -> str:
+        return self.out + self.err
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, input: str | None = None,
+            timeout: float = 120) -> Result:
+    """Run `newsletter ARGS` in a subprocess, as the editor would (no terminal attached)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NEWSLETTER_", "SENDGRID_"))}
+    full_env.update({"COLUMNS": "200", "NO_COLOR": "1", **(env or {})})
+    proc = subprocess.run([sys.executable, "-m", "newsletter", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, input=input, timeout=timeout)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def cli():
+    return run_cli

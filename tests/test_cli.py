@@ -1,0 +1,111 @@
+"""The command line as an editor uses it: exit codes, located messages, never a traceback."""
+
+from __future__ import annotations
+
+from conftest import EXAMPLE, REPO, SMALL_ISSUE
+
+
+def test_check_example_passes(cli):
+    r = cli("check", str(EXAMPLE), cwd=REPO)
+    assert r.code == 0, r.output
+    assert "13 sections" in r.out and "0 errors" in r.out
+
+
+def test_check_invalid_file_lists_located_errors_and_exits_1(project, cli):
+    path = project.write_issue("""\
+        subject: Hi
+        date: 2021-03-31
+        sections:
+          - title: A
+            body: ok
+            imgae: https://example.org/x.png
+          - title: B
+        """)
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    assert r.code == 1
+    assert "issues/issue.yaml:6: sections.0.imgae: unknown field" in r.err
+    assert "issues/issue.yaml:7: sections.1.body: required field is missing" in r.err
+    assert "Traceback" not in r.output
+    assert path.exists()
+
+
+def test_check_warnings_do_not_fail(project, cli):
+    project.write_issue(SMALL_ISSUE.replace('preheader: "Self-supervised vision, transformers for video and a GAN that composes scenes"\n', "")
+                        .replace("the March digest", "the March digest " + "x" * 70))
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    assert r.code == 0, r.output
+    assert "issues/issue.yaml:1: subject: warning: subject is" in r.err
+    assert "no preheader" in r.err
+
+
+def test_check_reports_missing_postal_address_and_unsubscribe(project, cli):
+    cfg = project.root / "newsletter.toml"
+    cfg.write_text("\n".join(l for l in cfg.read_text().splitlines()
+                             if not l.startswith(("postal_address", "unsubscribe_url"))))
+    project.write_issue(SMALL_ISSUE)
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    assert r.code == 1
+    assert "newsletter.toml: postal_address: no postal address" in r.err
+    assert "newsletter.toml: unsubscribe_url: no unsubscribe URL" in r.err
+
+
+def test_check_flags_oversized_html(project, cli):
+    big = SMALL_ISSUE.replace("Plain prose with", "Long prose. " * 9000 + "Plain prose with")
+    project.write_issue(big)
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    assert r.code == 1
+    assert "Gmail clips above ~102 KB" in r.err
+
+
+def test_render_writes_three_files_and_says_where(project, cli, tmp_path):
+    project.write_issue(SMALL_ISSUE, "2021-03.yaml")
+    r = cli("render", "issues/2021-03.yaml", "--out", str(tmp_path / "o"), cwd=project.root)
+    assert r.code == 0, r.output
+    for ext in ("html", "txt", "mjml"):
+        path = tmp_path / "o" / f"2021-03.{ext}"
+        assert path.is_file() and path.stat().st_size > 100
+        assert str(path) in r.out
+    assert "Hi reader!" in (tmp_path / "o" / "2021-03.txt").read_text()
+
+
+def test_render_default_out_dir(project, cli):
+    project.write_issue(SMALL_ISSUE)
+    r = cli("render", "issues/issue.yaml", cwd=project.root)
+    assert r.code == 0 and (project.root / "out" / "issue.html").is_file()
+
+
+def test_config_option_finds_templates_beside_it(project, cli, tmp_path):
+    issue = tmp_path / "loose.yaml"
+    issue.write_text(SMALL_ISSUE)
+    r = cli("--config", str(project.root / "newsletter.toml"), "render", str(issue), "--out", str(tmp_path / "o"),
+            cwd=tmp_path)
+    assert r.code == 0, r.output
+    assert "Test Digest" in (tmp_path / "o" / "loose.html").read_text()
+
+
+def test_missing_files_and_bad_config_are_messages_not_tracebacks(project, cli):
+    r = cli("check", "issues/nope.yaml", cwd=project.root)
+    assert r.code == 1 and "issues/nope.yaml: no such issue file" in r.err
+    (project.root / "newsletter.toml").write_text('[newsletter]\nname = "x"\n[brand]\ncolor = "blue"\n')
+    project.write_issue(SMALL_ISSUE)
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    assert r.code == 1 and "newsletter.toml:4: brand.color: use a hex colour" in r.err
+    (project.root / "newsletter.toml").write_text('[newsletter]\nname = "x"\n[sendgrid]\napi_key = "SG.secret"\n')
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    assert r.code == 1 and "secrets are read only from the environment" in r.err
+    assert "SG.secret" not in r.output
+    for res in [r]:
+        assert "Traceback" not in res.output
+
+
+def test_environment_overrides_config(project, cli):
+    project.write_issue(SMALL_ISSUE)
+    r = cli("render", "issues/issue.yaml", cwd=project.root,
+            env={"NEWSLETTER_NAME": "Env Name", "NEWSLETTER_POSTAL_ADDRESS": "PO Box 7"})
+    html = (project.root / "out" / "issue.html").read_text()
+    assert "Env Name" in html and "PO Box 7" in html
+
+
+def test_usage_errors_exit_2(cli, project):
+    assert cli("check", cwd=project.root).code == 2
+    assert cli("nonsense", cwd=project.root).code == 2

@@ -1,0 +1,412 @@
+"""The SendGrid provider against real HTTP: Prism validating SendGrid's published spec, and a tiny
+local stand-in server that records each request and answers what a test asks for. No mocks.
+
+Run: .venv/bin/python -m pytest tests/test_sendgrid.py -q   (Prism tests: -m prism)
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from newsletter.config import SendGridSettings
+from newsletter.errors import ConfigError
+from newsletter.providers import sendgrid as sendgrid_module
+from newsletter.providers.base import BatchResult, Envelope, Personalization
+from newsletter.providers.sendgrid import SendGridProvider
+
+ROOT = Path(__file__).resolve().parent.parent
+PRISM = ROOT / ".tools" / "node_modules" / ".bin" / "prism"
+KEY = "SG.test-only-key.Zx9-DoNotLeak"
+UNSUBSCRIBE = "https://example.org/unsubscribe?email={email}&token=t0k{n}"
+
+
+def spec_path() -> Path:
+    """An explicit NEWSLETTER_SENDGRID_SPEC wins; else the copy in the repo; else ../shared."""
+    if os.environ.get("NEWSLETTER_SENDGRID_SPEC"):
+        return Path(os.environ["NEWSLETTER_SENDGRID_SPEC"])
+    copy = ROOT / "tests" / "data" / "sendgrid" / "tsg_mail_v3.json"
+    return copy if copy.is_file() else ROOT.parent / "shared" / "sendgrid" / "tsg_mail_v3.json"
+
+
+def envelope(**changes: object) -> Envelope:
+    """Slot 0 is the unsubscribe URL, slot 1 the name; slot 2 exists but no text uses it."""
+    base = Envelope(
+        issue_id="2021-03",
+        from_email="digest@example.com",
+        from_name="Дайджест ML",
+        reply_to="editor@example.com",
+        subject="NLMF1T, мартовский выпуск",
+        html='<p>Привет, NLMF1H!</p><p><a href="NLMF0H">Отписаться</a></p>',
+        text="Привет, NLMF1T!\n\nОтписаться: NLMF0T\n",
+        slots=3,
+        categories=("newsletter", "2021-03"),
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def person(n: int, name: str = "Анна Петрова") -> Personalization:
+    email = f"reader{n}@example.com"
+    raw = (UNSUBSCRIBE.format(email=email, n=n), name, "не используется")
+    return Personalization(
+        email=email,
+        name=name,
+        raw=raw,
+        escaped=tuple(html.escape(v) for v in raw),
+        headers={
+            "List-Unsubscribe": f"<{raw[0]}>, <mailto:unsubscribe@example.com?subject={n}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
+        line=n + 2,
+    )
+
+
+def provider(url: str, key: str | None = KEY) -> SendGridProvider:
+    return SendGridProvider(SendGridSettings(api_url=url, api_key=key))
+
+
+def messages(result: BatchResult) -> list[str]:
+    return [*result.sent.values(), *result.failed.values(), *result.retry.values()]
+
+
+# --- the local stand-in ---------------------------------------------------------------------------
+
+
+@dataclass
+class Recorded:
+    path: str
+    headers: Message
+    body: bytes
+
+    def json(self) -> dict:
+        return json.loads(self.body.decode("utf-8"))
+
+
+class StandIn(ThreadingHTTPServer):
+    """Records every request; answers with the queued replies in order, then 202 Accepted."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.requests: list[Recorded] = []
+        self.replies: list[tuple[int, dict[str, str], bytes]] = []
+        self.delay = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that timed out and hung up is what the timeout test wants
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: StandIn
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.requests.append(Recorded(self.path, self.headers, body))
+        time.sleep(self.server.delay)
+        n = len(self.server.requests)
+        status, headers, payload = (
+            self.server.replies.pop(0) if self.server.replies else (202, {"X-Message-Id": f"msg{n}"}, b"")
+        )
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def standin() -> Iterator[StandIn]:
+    server = StandIn()
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def error_json(*errors: tuple[str, str | None]) -> bytes:
+    return json.dumps({"errors": [{"message": m, "field": f} for m, f in errors]}).encode()
+
+
+def delivered(body: dict, index: int) -> tuple[str, str, str]:
+    """(subject, html, text) as SendGrid builds them for one personalization: tags replaced."""
+    subs = body["personalizations"][index].get("substitutions", {})
+    parts = [body["subject"], *(c["value"] for c in body["content"])]
+    for tag, value in subs.items():
+        parts = [p.replace(tag, value) for p in parts]
+    subject, text, html_part = parts  # content is text/plain first, then text/html
+    return subject, html_part, text
+
+
+def test_body_is_compact_utf8_json_with_the_key_as_bearer(standin: StandIn) -> None:
+    result = provider(standin.url).send(envelope(), [person(1), person(2, "Борис"), person(3)])
+    assert len(standin.requests) == 1
+    req = standin.requests[0]
+    assert req.path == "/v3/mail/send"
+    assert req.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert req.headers["Authorization"] == f"Bearer {KEY}"
+    assert "Анна Петрова".encode() in req.body and "мартовский".encode() in req.body
+    assert b"\\u04" not in req.body  # Cyrillic as UTF-8 bytes, not \uXXXX escapes
+    assert b'", "' not in req.body and b'": ' not in req.body  # no padding separators
+    assert req.json()["personalizations"][0]["to"] == [{"email": "reader1@example.com", "name": "Анна Петрова"}]
+    assert result.sent == {f"reader{n}@example.com": "msg1" for n in (1, 2, 3)}
+    assert not result.failed and not result.retry
+
+
+def test_each_recipient_gets_own_personalization_and_html_escaped_tags(standin: StandIn) -> None:
+    env = envelope(asm_group_id=4242)
+    batch = [person(1, "Tom & <Jerry>"), person(2, "Ёжик"), person(3, "")]
+    provider(standin.url).send(env, batch)
+    body = standin.requests[0].json()
+
+    assert body["subject"] == env.subject and "NLMF1T" in body["subject"]  # once, tokens left in
+    assert [c["type"] for c in body["content"]] == ["text/plain", "text/html"]
+    assert [c["value"] for c in body["content"]] == [env.text, env.html]
+    assert body["from"] == {"email": "digest@example.com", "name": "Дайджест ML"}
+    assert body["reply_to"] == {"email": "editor@example.com"}
+    assert body["categories"] == ["newsletter", "2021-03"]
+    assert body["asm"] == {"group_id": 4242}
+    assert "custom_args" not in body  # the spec types the top-level one as a string
+
+    items = body["personalizations"]
+    assert [item["to"] for item in items] == [
+        [{"email": "reader1@example.com", "name": "Tom & <Jerry>"}],
+        [{"email": "reader2@example.com", "name": "Ёжик"}],
+        [{"email": "reader3@example.com"}],  # no empty name
+    ]
+    tom = items[0]["substitutions"]
+    assert set(tom) == {"NLMF0H", "NLMF0T", "NLMF1H", "NLMF1T"}  # slot 2 is used nowhere
+    assert tom["NLMF1H"] == "Tom &amp; &lt;Jerry&gt;" and tom["NLMF1T"] == "Tom & <Jerry>"
+    assert tom["NLMF0H"] == html.escape(batch[0].raw[0]) and "&amp;token" in tom["NLMF0H"]
+    for item, p in zip(items, batch):
+        assert item["headers"] == p.headers
+        assert item["custom_args"] == {"issue": "2021-03"}
+    # what SendGrid would deliver to each reader is exactly what our own filler produces
+    for i, p in enumerate(batch):
+        assert delivered(body, i) == env.fill(p)
+    subject, html_part, text = delivered(body, 0)
+    assert "Привет, Tom &amp; &lt;Jerry&gt;!" in html_part and "Привет, Tom & <Jerry>!" in text
+
+
+def test_1000_recipients_make_one_request(standin: StandIn) -> None:
+    sg = provider(standin.url)
+    assert sg.max_batch == 1000
+    batch = [person(n, f"Читатель {n}") for n in range(1000)]
+    result = sg.send(envelope(), batch)
+    assert len(standin.requests) == 1
+    items = standin.requests[0].json()["personalizations"]
+    assert len(items) == 1000 and all(len(item["to"]) == 1 for item in items)
+    assert len({item["to"][0]["email"] for item in items}) == 1000
+    assert len(result.sent) == 1000
+    assert SendGridProvider(SendGridSettings(api_key=KEY, batch_size=250)).max_batch == 250
+
+
+def test_an_address_is_named_once_per_request(standin: StandIn) -> None:
+    twin = replace(person(1), email="READER1@example.com")
+    result = provider(standin.url).send(envelope(), [person(1), twin, person(1), person(2)])
+    emails = [i["to"][0]["email"] for i in standin.requests[0].json()["personalizations"]]
+    assert emails == ["reader1@example.com", "reader2@example.com"]
+    assert set(result.sent) == {"reader1@example.com", "reader2@example.com"}
+    assert "READER1@example.com" in result.failed and not result.retry
+
+
+def test_429_with_retry_after_retries_everyone(standin: StandIn) -> None:
+    standin.replies.append((429, {"Retry-After": "7"}, error_json(("too many requests", None))))
+    result = provider(standin.url).send(envelope(), [person(1), person(2)])
+    assert set(result.retry) == {"reader1@example.com", "reader2@example.com"}
+    assert not result.sent and not result.failed
+    assert result.retry_after == pytest.approx(7)
+    assert "429 Too Many Requests: too many requests" in result.retry["reader1@example.com"]
+
+
+def test_429_with_rate_limit_reset_waits_until_the_reset(standin: StandIn) -> None:
+    reset = int(time.time()) + 30
+    standin.replies.append((429, {"X-RateLimit-Reset": str(reset)}, b""))
+    result = provider(standin.url).send(envelope(), [person(1)])
+    assert set(result.retry) == {"reader1@example.com"}
+    assert result.retry_after == pytest.approx(30, abs=2)
+
+
+def test_server_errors_are_retried(standin: StandIn) -> None:
+    standin.replies.append((500, {}, error_json(("internal server error", None))))
+    standin.replies.append((503, {"Content-Type": "text/html"}, b"<html>Service Unavailable</html>"))
+    sg = provider(standin.url)
+    first = sg.send(envelope(), [person(1), person(2)])
+    assert set(first.retry) == {"reader1@example.com", "reader2@example.com"} and not first.sent
+    assert "500 Internal Server Error: internal server error" in first.retry["reader1@example.com"]
+    second = sg.send(envelope(), [person(1)])
+    assert "503 Service Unavailable" in second.retry["reader1@example.com"]
+
+
+def test_bad_request_fails_with_sendgrids_own_message(standin: StandIn) -> None:
+    standin.replies.append((400, {}, error_json(
+        ("The from address does not match a verified Sender Identity.", "from"),
+        ("Invalid type. Expected: string, given: integer.", "null"),
+    )))
+    result = provider(standin.url).send(envelope(), [person(1), person(2)])
+    assert set(result.failed) == {"reader1@example.com", "reader2@example.com"}
+    assert not result.sent and not result.retry and result.retry_after is None
+    assert result.failed["reader1@example.com"] == (
+        "SendGrid: 400 Bad Request: The from address does not match a verified Sender Identity. "
+        "(field: from); Invalid type. Expected: string, given: integer."
+    )
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_auth_errors_point_at_the_key_without_showing_it(standin: StandIn, status: int) -> None:
+    # a server that echoes the credentials back must not get them into our messages either
+    standin.replies.append((status, {}, error_json((f"bad credentials: Bearer {KEY}", None))))
+    result = provider(standin.url).send(envelope(), [person(1)])
+    message = result.failed["reader1@example.com"]
+    assert f"SendGrid: {status}" in message and "check SENDGRID_API_KEY" in message
+    assert KEY not in message
+
+
+def test_unreachable_and_slow_servers_are_retried(standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    refused = provider(closed).send(envelope(), [person(1)])
+    assert "SendGrid unreachable" in refused.retry["reader1@example.com"]
+
+    monkeypatch.setattr(sendgrid_module, "TIMEOUT", 0.3)
+    standin.delay = 1.0
+    slow = provider(standin.url).send(envelope(), [person(1), person(2)])
+    assert set(slow.retry) == {"reader1@example.com", "reader2@example.com"} and not slow.sent
+
+
+def test_the_key_never_shows(standin: StandIn, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)  # python_http_client logs the Authorization header at DEBUG
+    sg = provider(standin.url)
+    standin.replies.append((400, {}, KEY.encode()))
+    results = [sg.send(envelope(), [person(1)]), sg.send(envelope(), [person(2)])]
+    assert all(KEY not in m for r in results for m in messages(r))
+    assert KEY not in repr(sg)
+    assert KEY not in caplog.text
+    with pytest.raises(ConfigError, match="SENDGRID_API_KEY is not set"):
+        provider(standin.url, key=None)
+
+
+def test_api_url_is_checked_and_a_trailing_slash_is_harmless(standin: StandIn) -> None:
+    with pytest.raises(ConfigError, match="api_url"):
+        provider("api.sendgrid.com")
+    provider(standin.url + "/").send(envelope(), [person(1)])
+    assert standin.requests[0].path == "/v3/mail/send"
+
+
+def test_empty_batch_sends_nothing(standin: StandIn) -> None:
+    assert provider(standin.url).send(envelope(), []) == BatchResult()
+    assert standin.requests == []
+
+
+# --- Prism: SendGrid's own published contract -----------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def prism(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a Prism mock that validates each request against tsg_mail_v3.json."""
+    spec = spec_path()
+    if not PRISM.exists():
+        pytest.skip(f"{PRISM} not found: run bench/setup-tools.sh (npm @stoplight/prism-cli@5.14.2)")
+    if not spec.is_file():
+        pytest.skip(f"{spec} not found: set NEWSLETTER_SENDGRID_SPEC to SendGrid's tsg_mail_v3.json")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("prism") / "prism.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(PRISM), "mock", "-h", "127.0.0.1", "-p", str(port), str(spec)],
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"prism exited with {proc.returncode}:\n{log.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"prism did not answer on port {port} within 60 s:\n{log.read_text()}")
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def violations(url: str, body: dict) -> list[dict]:
+    """What Prism says is wrong with a request body (its sl-violations header)."""
+    req = urllib.request.Request(f"{url}/v3/mail/send", method="POST",
+                                 data=json.dumps(body, ensure_ascii=False).encode(),
+                                 headers={"Authorization": "Bearer x", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10):
+            return []
+    except urllib.error.HTTPError as e:
+        return json.loads(e.headers.get("sl-violations", "[]"))
+
+
+@pytest.mark.prism
+def test_prism_accepts_a_cyrillic_batch(prism: str) -> None:
+    env = envelope(asm_group_id=77)
+    batch = [person(1, "Анна Петрова"), person(2, "Tom & <Jerry>"), person(3, "Ёлкин-Палкин")]
+    sg = provider(prism)
+    result = sg.send(env, batch)
+    assert result.sent == dict.fromkeys((p.email for p in batch), "accepted"), messages(result)
+    assert violations(prism, sg.body(env, batch)) == []
+
+
+@pytest.mark.prism
+def test_prism_accepts_1000_recipients_in_one_request(prism: str) -> None:
+    batch = [person(n, f"Читатель №{n}") for n in range(1000)]
+    result = provider(prism).send(envelope(), batch)
+    assert len(result.sent) == 1000 and not result.failed and not result.retry
+
+
+@pytest.mark.prism
+@pytest.mark.parametrize(("change", "where"), [
+    ({"from_email": "not-an-address"}, ["request", "body", "from", "email"]),
+    ({"subject": ""}, ["request", "body", "subject"]),
+])
+def test_prism_rejection_fails_the_batch_readably(prism: str, change: dict, where: list[str]) -> None:
+    env = envelope(**change)
+    sg = provider(prism)
+    result = sg.send(env, [person(1), person(2)])
+    assert set(result.failed) == {"reader1@example.com", "reader2@example.com"}, messages(result)
+    assert not result.sent and not result.retry
+    # Prism always answers with the spec's static example body, passed through as SendGrid's words
+    assert result.failed["reader1@example.com"].startswith("SendGrid: 400 Bad Request: error message")
+    assert [v["location"] for v in violations(prism, sg.body(env, [person(1)]))] == [where]

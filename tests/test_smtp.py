@@ -1,0 +1,369 @@
+"""SMTPProvider against a real SMTP server (aiosmtpd) running in the test process."""
+
+from __future__ import annotations
+
+import email
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+from newsletter.config import SMTPSettings
+from newsletter.errors import ConfigError
+from newsletter.providers.base import Envelope, Personalization
+from newsletter.providers.smtp import SMTPProvider
+
+FROM = "news@example.com"
+ENVELOPE = Envelope(
+    issue_id="2021-03",
+    from_email=FROM,
+    from_name="The Newsletter",
+    reply_to=None,
+    subject="Привет NLMF1T",
+    html="<p>Hi NLMF1H</p>",
+    text="Hi NLMF1T",
+    slots=2,
+)
+NAMES = ["Tom & <Jerry>", "Ann", "Bob", "Cleo", "Dan"]
+
+
+def person(i: int, name: str | None = None) -> Personalization:
+    name = NAMES[i % len(NAMES)] if name is None else name
+    url = f"https://u/x{i}"
+    return Personalization(
+        email=f"r{i}@example.org",
+        name=name,
+        raw=(url, name),
+        escaped=(url, name.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")),
+        headers={
+            "List-Unsubscribe": f"<{url}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
+    )
+
+
+def batch(n: int, start: int = 0) -> list[Personalization]:
+    return [person(i) for i in range(start, start + n)]
+
+
+@dataclass
+class Recorder:
+    """aiosmtpd handler: records each message, refuses or hangs up on request."""
+
+    refuse_rcpt: dict[str, str] = field(default_factory=dict)  # address -> reply, e.g. "550 ..."
+    refuse_data: dict[str, str] = field(default_factory=dict)  # address -> reply to DATA
+    drop_at_mail: set[int] | None = None  # MAIL commands (1-based) at which to hang up; None: never
+    drop_always: bool = False
+    messages: list[tuple[str, list[str], EmailMessage, dict]] = field(default_factory=list)
+    sessions: int = 0  # TCP connections (a STARTTLS upgrade is the same session)
+    mails: int = 0
+    servers: list[SMTP] = field(default_factory=list)
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: ANN001
+        self.mails += 1
+        if self.drop_always or (self.drop_at_mail and self.mails in self.drop_at_mail):
+            server.transport.abort()  # a hard hang-up: no reply at all
+            return "421 gone"  # never reaches the client
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001
+        if address in self.refuse_rcpt:
+            return self.refuse_rcpt[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+        for rcpt in envelope.rcpt_tos:
+            if rcpt in self.refuse_data:
+                return self.refuse_data[rcpt]
+        msg = email.message_from_bytes(envelope.original_content, policy=policy.default)
+        info = {
+            "tls": session.ssl is not None,
+            "login": getattr(session.auth_data, "login", None),
+            "server": id(server),
+        }
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), msg, info))
+        return "250 2.0.0 Message accepted"
+
+
+class CountingSMTP(SMTP):
+    def connection_made(self, transport) -> None:  # noqa: ANN001
+        if self._original_transport is None:  # not the second call after STARTTLS
+            self.event_handler.sessions += 1
+            self.event_handler.servers.append(self)
+        super().connection_made(transport)
+
+
+class CountingController(Controller):
+    def factory(self) -> SMTP:
+        return CountingSMTP(self.handler, **self.SMTP_kwargs)
+
+
+def free_port() -> int:
+    # Controller(port=0) cannot report the port it got, so pick one first
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def serve():
+    """serve(handler, **aiosmtpd options) -> port; servers stop after the test."""
+    started: list[Controller] = []
+
+    def start(handler: Recorder, **kwargs: object) -> int:
+        port = free_port()
+        controller = CountingController(handler, hostname="127.0.0.1", port=port, **kwargs)
+        controller.start()
+        started.append(controller)
+        handler.sessions = 0  # start() opens one connection of its own to check the server
+        handler.servers.clear()
+        return port
+
+    yield start
+    for controller in started:
+        controller.stop()
+
+
+@pytest.fixture
+def provider():
+    made: list[SMTPProvider] = []
+
+    def make(port: int, **kwargs: object) -> SMTPProvider:
+        p = SMTPProvider(SMTPSettings(host="127.0.0.1", port=port, timeout=5, **kwargs))
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        p.close()
+
+
+def test_five_messages_over_one_connection(serve, provider):
+    handler = Recorder()
+    smtp = provider(serve(handler))
+    first = smtp.send(ENVELOPE, batch(3))
+    second = smtp.send(ENVELOPE, batch(2, start=3))  # a new batch reuses the connection
+    assert (first.failed, first.retry, second.failed, second.retry) == ({}, {}, {}, {})
+    assert len(first.sent) + len(second.sent) == 5
+    assert smtp.connections == 1
+    assert handler.sessions == 1
+    expected = [(FROM, [f"r{i}@example.org"]) for i in range(5)]
+    assert [(m[0], m[1]) for m in handler.messages] == expected
+
+
+def test_each_message_is_complete_and_personalized(serve, provider):
+    handler = Recorder()
+    smtp = provider(serve(handler))
+    result = smtp.send(ENVELOPE, batch(5))
+    assert len(handler.messages) == 5
+    for i, (_, rcpts, msg, _) in enumerate(handler.messages):
+        name = NAMES[i]
+        assert msg.get_content_type() == "multipart/alternative"
+        text, html = msg.iter_parts()
+        assert (text.get_content_type(), html.get_content_type()) == ("text/plain", "text/html")
+        assert msg["Message-ID"] == result.sent[rcpts[0]]
+        assert parsedate_to_datetime(msg["Date"]).tzinfo is not None
+        assert msg["List-Unsubscribe"] == f"<https://u/x{i}>"
+        assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        (to,) = msg["To"].addresses
+        assert (to.addr_spec, to.display_name) == (f"r{i}@example.org", name)
+        assert msg["Subject"] == f"Привет {name}"
+        assert text.get_content().strip() == f"Hi {name}"
+        assert html.get_content().strip() == f"<p>Hi {person(i).escaped[1]}</p>"
+    tom_text, tom_html = handler.messages[0][2].iter_parts()
+    assert "Tom &amp; &lt;Jerry&gt;" in tom_html.get_content()
+    assert "Tom & <Jerry>" in tom_text.get_content()
+    assert len({m[2]["Message-ID"] for m in handler.messages}) == 5
+
+
+def test_refused_recipients_fail_or_wait(serve, provider):
+    handler = Recorder(
+        refuse_rcpt={
+            "r1@example.org": "550 5.1.1 No such user",
+            "r2@example.org": "451 4.7.1 Greylisted, try again later",
+        },
+        refuse_data={"r3@example.org": "554 5.7.1 Message rejected as spam"},
+    )
+    smtp = provider(serve(handler))
+    result = smtp.send(ENVELOPE, batch(5))
+    assert set(result.sent) == {"r0@example.org", "r4@example.org"}
+    assert set(result.failed) == {"r1@example.org", "r3@example.org"}
+    assert "550 5.1.1 No such user" in result.failed["r1@example.org"]
+    assert "554 5.7.1 Message rejected as spam" in result.failed["r3@example.org"]
+    assert set(result.retry) == {"r2@example.org"}
+    assert "451 4.7.1 Greylisted" in result.retry["r2@example.org"]
+    assert [m[1] for m in handler.messages] == [["r0@example.org"], ["r4@example.org"]]
+    assert smtp.connections == 1  # a refusal does not cost the connection
+
+
+def test_421_leaves_the_rest_for_later(serve, provider):
+    handler = Recorder(refuse_rcpt={"r1@example.org": "421 4.3.2 Shutting down"})
+    port = serve(handler)
+    smtp = provider(port)
+    result = smtp.send(ENVELOPE, batch(4))
+    assert set(result.sent) == {"r0@example.org"}
+    assert set(result.retry) == {"r1@example.org", "r2@example.org", "r3@example.org"}
+    assert "421" in result.retry["r1@example.org"]
+    assert smtp.connections == 1  # no hammering a server that said it is closing
+    handler.refuse_rcpt.clear()
+    later = smtp.send(ENVELOPE, batch(3, start=1))
+    assert set(later.sent) == {f"r{i}@example.org" for i in (1, 2, 3)}
+    assert smtp.connections == 2
+
+
+def test_dropped_connection_mid_batch_reconnects_without_duplicates(serve, provider):
+    handler = Recorder(drop_at_mail={3})  # hang up when the third message starts
+    smtp = provider(serve(handler))
+    result = smtp.send(ENVELOPE, batch(5))
+    assert set(result.sent) == {f"r{i}@example.org" for i in range(5)}
+    assert (result.failed, result.retry) == ({}, {})
+    assert [m[1] for m in handler.messages] == [[f"r{i}@example.org"] for i in range(5)]
+    assert sorted(m[2]["Message-ID"] for m in handler.messages) == sorted(result.sent.values())
+    assert smtp.connections == 2
+    assert handler.sessions == 2
+
+
+def test_idle_connection_closed_by_server_between_batches(serve, provider):
+    handler = Recorder()
+    smtp = provider(serve(handler, timeout=0.3))  # the server's idle timeout
+    assert len(smtp.send(ENVELOPE, batch(2)).sent) == 2
+    time.sleep(0.8)  # the dispatcher is busy elsewhere; the server hangs up
+    result = smtp.send(ENVELOPE, batch(2, start=2))
+    assert set(result.sent) == {"r2@example.org", "r3@example.org"}
+    assert len(handler.messages) == 4
+    assert smtp.connections == 2
+
+
+def test_server_that_keeps_dropping_gets_one_reconnect(serve, provider):
+    handler = Recorder(drop_always=True)
+    port = serve(handler)
+    smtp = provider(port)
+    result = smtp.send(ENVELOPE, batch(5))
+    assert set(result.retry) == {f"r{i}@example.org" for i in range(5)}
+    assert all(f"127.0.0.1:{port}" in why for why in result.retry.values())
+    assert (result.sent, result.failed, handler.messages) == ({}, {}, [])
+    assert smtp.connections == 2 and handler.mails == 2
+
+
+def test_server_down_everything_waits(provider):
+    port = free_port()  # nothing listens here
+    smtp = provider(port)
+    result = smtp.send(ENVELOPE, batch(3))
+    assert set(result.retry) == {f"r{i}@example.org" for i in range(3)}
+    assert (result.sent, result.failed) == ({}, {})
+    assert all(f"cannot connect to 127.0.0.1:{port}" in why for why in result.retry.values())
+    assert smtp.connections == 0
+    smtp.close()  # nothing to close: must not raise
+
+
+# --- TLS and AUTH -------------------------------------------------------------------------------
+
+USER, PASSWORD = "alice", "s3cret-Pa55"
+
+
+def authenticator(server, session, envelope, mechanism, auth_data):  # noqa: ANN001
+    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
+        USER.encode(),
+        PASSWORD.encode(),
+    )
+    return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl CLI)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not available to make a test certificate")
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+def tls(certificate, monkeypatch) -> ssl.SSLContext:
+    """Server-side context; the client trusts the certificate through SSL_CERT_FILE."""
+    cert, key = certificate
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def test_starttls_with_login(serve, provider, tls):
+    handler = Recorder()
+    port = serve(handler, tls_context=tls, require_starttls=True, authenticator=authenticator,
+                 auth_required=True)  # fmt: skip
+    smtp = provider(port, security="starttls", username=USER, password=PASSWORD)
+    result = smtp.send(ENVELOPE, batch(3))
+    assert len(result.sent) == 3
+    assert [m[3]["tls"] for m in handler.messages] == [True] * 3
+    assert [m[3]["login"] for m in handler.messages] == [USER.encode()] * 3
+    assert smtp.connections == 1 and handler.sessions == 1
+
+
+def test_wrong_password_is_a_config_error_without_the_password(serve, provider, tls):
+    port = serve(Recorder(), tls_context=tls, authenticator=authenticator, auth_required=True)
+    smtp = provider(port, security="starttls", username=USER, password="wrong-Secret-42")
+    with pytest.raises(ConfigError) as err:
+        smtp.send(ENVELOPE, batch(1))
+    message = str(err.value)
+    assert "NEWSLETTER_SMTP_PASSWORD" in message and f"127.0.0.1:{port}" in message
+    assert "wrong-Secret-42" not in message and "wrong-Secret-42" not in repr(err.value.__cause__)
+
+
+def test_login_refused_on_reconnect_keeps_what_was_sent(serve, provider, tls):
+    handler = Recorder(drop_at_mail={3})
+    port = serve(handler, tls_context=tls, authenticator=authenticator, auth_required=True)
+    smtp = provider(port, security="starttls", username=USER, password=PASSWORD)
+    assert set(smtp.send(ENVELOPE, batch(1)).sent) == {"r0@example.org"}
+    smtp.settings.password = "rotated-meanwhile"  # the next login will be refused
+    result = smtp.send(ENVELOPE, batch(3, start=1))  # the connection drops at r2
+    assert set(result.sent) == {"r1@example.org"}  # reported, so the ledger records it
+    assert set(result.retry) == {"r2@example.org", "r3@example.org"}
+    with pytest.raises(ConfigError, match="NEWSLETTER_SMTP_PASSWORD"):
+        smtp.send(ENVELOPE, batch(1, start=2))
+
+
+def test_untrusted_certificate_is_a_config_error(serve, provider, tls, monkeypatch):
+    port = serve(Recorder(), tls_context=tls)
+    monkeypatch.delenv("SSL_CERT_FILE")
+    smtp = provider(port, security="starttls")
+    with pytest.raises(ConfigError, match="not trusted"):
+        smtp.send(ENVELOPE, batch(1))
+
+
+def test_starttls_not_offered_is_a_config_error(serve, provider):
+    port = serve(Recorder())
+    smtp = provider(port, security="starttls")
+    with pytest.raises(ConfigError, match="STARTTLS"):
+        smtp.send(ENVELOPE, batch(1))
+
+
+def test_implicit_ssl_with_login(serve, provider, tls):
+    handler = Recorder()
+    # over implicit TLS aiosmtpd does not know the socket is encrypted: allow AUTH anyway
+    port = serve(handler, ssl_context=tls, authenticator=authenticator, auth_require_tls=False)
+    smtp = provider(port, security="ssl", username=USER, password=PASSWORD)
+    result = smtp.send(ENVELOPE, batch(2))
+    assert len(result.sent) == 2
+    assert [m[3]["login"] for m in handler.messages] == [USER.encode()] * 2
+    assert smtp.connections == 1 and handler.sessions == 1
