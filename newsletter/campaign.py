@@ -72,6 +72,9 @@ class Campaign:
                 "(keep it stable across sends)"
             )
 
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(attempts=self.settings.retry_attempts, backoff=self.settings.retry_backoff)
+
     def personalizer(self, *, test: bool = False) -> Personalizer:
         return Personalizer(self.prepared.rendered, self.settings, self.secret, test=test)
 
@@ -119,7 +122,7 @@ class Campaign:
         provider = provider or make_provider(self.provider_name, self.settings)
         with Ledger(self.settings.state_dir, self.stem) as ledger:
             report = self.new_report("send", provider.name)
-            Dispatcher(self.personalizer(), provider, ledger, report, retry=retry or RetryPolicy(),
+            Dispatcher(self.personalizer(), provider, ledger, report, retry=retry or self.retry_policy(),
                        stop=stop or StopFlag(), limit=limit, resend_unknown=resend_unknown,
                        on_progress=on_progress).run(SubscriberList(self.list_path))
         self.save(report)
@@ -138,7 +141,7 @@ class Campaign:
         provider = provider or make_provider(self.provider_name, self.settings)
         report = self.new_report("test", provider.name)
         personalizer = self.personalizer(test=True)
-        d = Dispatcher(personalizer, provider, None, report, retry=retry or RetryPolicy(attempts=3))
+        d = Dispatcher(personalizer, provider, None, report, retry=retry or self.retry_policy())
         try:
             d.send_batch([personalizer(first, to=address) for address in self.settings.preview])
         finally:

@@ -70,6 +70,8 @@ class Settings(_Section):
     sendgrid: SendGridSettings = Field(default_factory=SendGridSettings)
     secret: str | None = Field(default=None, exclude=True, repr=False)  # NEWSLETTER_SECRET only
     state_dir: Path = Path(".newsletter")
+    retry_attempts: int = Field(default=5, ge=1, le=20)  # per batch, first try included
+    retry_backoff: float = Field(default=2.0, ge=0)  # seconds before the 2nd try; doubles
     root: Path = Path(".")
     path: Path | None = None
 
@@ -104,6 +106,8 @@ ENV_OVERRIDES: dict[str, tuple[str | None, str]] = {
     "NEWSLETTER_PROVIDER": (None, "provider"),
     "NEWSLETTER_SECRET": (None, "secret"),
     "NEWSLETTER_STATE_DIR": (None, "state_dir"),
+    "NEWSLETTER_RETRY_ATTEMPTS": (None, "retry_attempts"),
+    "NEWSLETTER_RETRY_BACKOFF": (None, "retry_backoff"),
     "NEWSLETTER_SMTP_HOST": ("smtp", "host"),
     "NEWSLETTER_SMTP_PORT": ("smtp", "port"),
     "NEWSLETTER_SMTP_USERNAME": ("smtp", "username"),

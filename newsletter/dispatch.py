@@ -78,6 +78,7 @@ class SendReport:
     batches: int = 0
     requests: int = 0
     interrupted: bool = False
+    provider_down: str = ""  # why the run stopped early, when the provider kept failing
     html_bytes: int = 0
     warnings: list[str] = field(default_factory=list)
 
@@ -136,7 +137,7 @@ class Dispatcher:
             while not self.stop.requested and (chunk := list(islice(todo, self.provider.max_batch))):
                 self.send_batch([self.personalizer(s) for s in chunk])
             if self.stop.requested:
-                self.report.interrupted = True
+                self.report.interrupted = not self.report.provider_down
                 # count the rest without sending, so the report is whole
                 self.report.left_for_later += sum(1 for _ in todo)
         finally:
@@ -171,7 +172,8 @@ class Dispatcher:
                 self.ledger.record(result, retry_state=RETRY)
             self.report.sent += len(result.sent)
             self.report.failed.update(result.failed)
-            self.on_progress(len(result.sent) + len(result.failed))
+            self.report.unknown.extend(result.unknown)
+            self.on_progress(len(result.sent) + len(result.failed) + len(result.unknown))
             if not result.retry:
                 return
             remaining = [p for p in remaining if p.email in result.retry]
@@ -182,6 +184,11 @@ class Dispatcher:
                 break
         self.report.unsent.update(result.retry)
         self.on_progress(len(result.retry))
+        if result.unreachable:
+            # the provider itself kept failing: the next batches would only wait out the same
+            # backoff; stop, and let the editor rerun the command once the provider is back
+            self.report.provider_down = next(iter(result.retry.values()), "provider unreachable")
+            self.stop.requested = True
 
     def _wait(self, seconds: float) -> None:
         """Sleep in small steps so that Ctrl-C during a backoff stops promptly."""

@@ -62,9 +62,10 @@ class Ledger:
                 "wait for it to finish"
             ) from None
         self.db = sqlite3.connect(self.path, isolation_level=None)
-        # WAL + synchronous=FULL: a batch marked in flight is on disk before the provider sees it
+        # WAL + synchronous=NORMAL: a committed "in flight" survives the process dying (the case
+        # we guard against) at ~50 µs a commit instead of an fsync, so SMTP can record every message
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
 
     def __enter__(self) -> Ledger:
@@ -112,6 +113,7 @@ class Ledger:
         rows = [(SENT, a, now, e) for e, a in result.sent.items()]
         rows += [(FAILED, a, now, e) for e, a in result.failed.items()]
         rows += [(retry_state, a, now, e) for e, a in result.retry.items()]
+        rows += [(IN_FLIGHT, a, now, e) for e, a in result.unknown.items()]  # fate unknown: stays
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany(

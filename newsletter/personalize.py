@@ -67,6 +67,8 @@ class Personalizer:
         url = self.unsubscribe_url(address)
         raw = [url] + [f.evaluate(sub.fields) for f in self.rendered.fields]
         escaped = [html.escape(v) for v in raw]
+        if url == ASM_UNSUBSCRIBE:
+            escaped[0] = url  # SendGrid's own tag: it must reach SendGrid verbatim to be replaced
         headers = {} if (self.asm and not self.url_template) else self.headers(url, address)
         return Personalization(address, "" if to else sub.name, tuple(raw), tuple(escaped), headers, sub.line)
 

@@ -11,10 +11,11 @@ NAMES = ("dry-run", "sendgrid", "smtp")
 
 def batch_size(name: str, settings: Settings) -> int:
     """Recipients per provider call, without building the provider (dry-run summaries)."""
-    return settings.sendgrid.batch_size if name == "sendgrid" else SMTP_BATCH if name == "smtp" else 1000
+    if name == "smtp":
+        from .smtp import SMTPProvider
 
-
-SMTP_BATCH = 100  # SMTP sends one by one; a batch is a unit of ledger bookkeeping
+        return SMTPProvider.max_batch
+    return settings.sendgrid.batch_size if name == "sendgrid" else 1000
 
 
 def make_provider(name: str, settings: Settings, **options: object) -> Provider:

@@ -56,7 +56,10 @@ class BatchResult:
     sent: dict[str, str] = field(default_factory=dict)  # email -> provider's answer (message id, status)
     failed: dict[str, str] = field(default_factory=dict)  # email -> permanent error: do not retry now
     retry: dict[str, str] = field(default_factory=dict)  # email -> transient error: retry later
+    # email -> why its fate is unknown (handed over, no answer): stays "in flight", never retried
+    unknown: dict[str, str] = field(default_factory=dict)
     retry_after: float | None = None  # seconds the provider asked us to wait
+    unreachable: bool = False  # the service itself failed (down, 5xx, rate limit), not one address
 
 
 class Provider(Protocol):

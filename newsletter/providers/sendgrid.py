@@ -1,5 +1,5 @@
 """SendGrid v3 Mail Send: one request per batch, the content sent once with its NLMF tokens left in
-and each recipient's values as SendGrid substitutions (1000 readers of the example issue: ~0.76 MB)."""
+and each recipient's values as SendGrid substitutions (example issue, 1000 readers: 0.76 MB)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from email.utils import parsedate_to_datetime
+from urllib.error import URLError
 from typing import Any
 
 from python_http_client.exceptions import HTTPError
@@ -41,7 +42,9 @@ class SendGridProvider:
                 "SendGrid (Settings > API Keys) and export it in the environment"
             )
         if not settings.api_url.startswith(("https://", "http://")):
-            raise ConfigError(f"sendgrid.api_url = {settings.api_url!r}: use https://api.sendgrid.com")
+            raise ConfigError(
+                f"sendgrid.api_url = {settings.api_url!r}: use a URL like https://api.sendgrid.com"
+            )
         self.max_batch = min(settings.batch_size, 1000)
         self.api_url = settings.api_url.rstrip("/")  # "host/" would POST to //v3/mail/send
         self._key = settings.api_key
@@ -64,7 +67,7 @@ class SendGridProvider:
                 seen[key] = p.email
                 unique.append(p)
             elif seen[key] != p.email:
-                result.failed[p.email] = f"same address as {seen[key]} earlier in this batch; not sent"
+                result.failed[p.email] = f"same address as {seen[key]} in this batch; not sent"
         if not unique:  # the real API rejects an empty personalizations list
             return result
         emails = [p.email for p in unique]
@@ -73,12 +76,17 @@ class SendGridProvider:
             response = self._client.mail.send.post(request_body=body, timeout=TIMEOUT)
         except HTTPError as e:  # python_http_client raises for every status >= 400
             self._refused(result, emails, e.status_code, e.body, e.headers)
-        except (OSError, http.client.HTTPException) as e:
-            # URLError, timeouts, refused/reset connections: transient. A timeout after the body
-            # went out may mean SendGrid accepted it; retrying then risks a duplicate.
-            reason = getattr(e, "reason", None) or e
-            message = self._scrub(f"SendGrid unreachable: {reason}")
+        except URLError as e:
+            # urllib wraps failures while connecting and writing the request: SendGrid never got a
+            # whole request, so nothing was sent and a retry is safe
+            message = self._scrub(f"SendGrid unreachable: {e.reason}")
             result.retry.update(dict.fromkeys(emails, message))
+            result.unreachable = True
+        except (OSError, http.client.HTTPException) as e:
+            # a timeout or hang-up while waiting for the answer: SendGrid may have accepted the
+            # batch. Retrying could email everyone twice, so its fate is recorded as unknown.
+            message = self._scrub(f"no answer from SendGrid after the request was sent: {e or type(e).__name__}")
+            result.unknown.update(dict.fromkeys(emails, message))
         else:
             answer = response.headers.get("X-Message-Id") or "accepted"
             result.sent.update(dict.fromkeys(emails, answer))
@@ -148,6 +156,7 @@ class SendGridProvider:
         if status in (408, 429) or status >= 500:
             result.retry.update(dict.fromkeys(emails, message))
             result.retry_after = _retry_after(headers)
+            result.unreachable = True
         else:
             result.failed.update(dict.fromkeys(emails, message))
 
