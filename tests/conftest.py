@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
+
+from smtp_server import CountingController, Recorder, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "issues" / "2021-03.yaml"
@@ -114,3 +117,22 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, input: str
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture
+def serve():
+    """serve(handler, **aiosmtpd options) -> port; servers stop after the test."""
+    started: list[Controller] = []
+
+    def start(handler: Recorder, **kwargs: object) -> int:
+        port = free_port()
+        controller = CountingController(handler, hostname="127.0.0.1", port=port, **kwargs)
+        controller.start()
+        started.append(controller)
+        handler.sessions = 0  # start() opens one connection of its own to check the server
+        handler.servers.clear()
+        return port
+
+    yield start
+    for controller in started:
+        controller.stop()

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import email
 import shutil
-import socket
 import ssl
 import subprocess
 import time
-from dataclasses import dataclass, field
-from email import policy
-from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from newsletter.config import SMTPSettings
 from newsletter.errors import ConfigError
 from newsletter.providers.base import Envelope, Personalization
 from newsletter.providers.smtp import SMTPProvider
+from smtp_server import Recorder, free_port
 
 FROM = "news@example.com"
 ENVELOPE = Envelope(
@@ -54,87 +49,6 @@ def person(i: int, name: str | None = None) -> Personalization:
 
 def batch(n: int, start: int = 0) -> list[Personalization]:
     return [person(i) for i in range(start, start + n)]
-
-
-@dataclass
-class Recorder:
-    """aiosmtpd handler: records each message, refuses or hangs up on request."""
-
-    refuse_rcpt: dict[str, str] = field(default_factory=dict)  # address -> reply, e.g. "550 ..."
-    refuse_data: dict[str, str] = field(default_factory=dict)  # address -> reply to DATA
-    drop_at_mail: set[int] | None = None  # MAIL commands (1-based) at which to hang up; None: never
-    drop_always: bool = False
-    messages: list[tuple[str, list[str], EmailMessage, dict]] = field(default_factory=list)
-    sessions: int = 0  # TCP connections (a STARTTLS upgrade is the same session)
-    mails: int = 0
-    servers: list[SMTP] = field(default_factory=list)
-
-    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: ANN001
-        self.mails += 1
-        if self.drop_always or (self.drop_at_mail and self.mails in self.drop_at_mail):
-            server.transport.abort()  # a hard hang-up: no reply at all
-            return "421 gone"  # never reaches the client
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        return "250 OK"
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001
-        if address in self.refuse_rcpt:
-            return self.refuse_rcpt[address]
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
-        for rcpt in envelope.rcpt_tos:
-            if rcpt in self.refuse_data:
-                return self.refuse_data[rcpt]
-        msg = email.message_from_bytes(envelope.original_content, policy=policy.default)
-        info = {
-            "tls": session.ssl is not None,
-            "login": getattr(session.auth_data, "login", None),
-            "server": id(server),
-        }
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), msg, info))
-        return "250 2.0.0 Message accepted"
-
-
-class CountingSMTP(SMTP):
-    def connection_made(self, transport) -> None:  # noqa: ANN001
-        if self._original_transport is None:  # not the second call after STARTTLS
-            self.event_handler.sessions += 1
-            self.event_handler.servers.append(self)
-        super().connection_made(transport)
-
-
-class CountingController(Controller):
-    def factory(self) -> SMTP:
-        return CountingSMTP(self.handler, **self.SMTP_kwargs)
-
-
-def free_port() -> int:
-    # Controller(port=0) cannot report the port it got, so pick one first
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def serve():
-    """serve(handler, **aiosmtpd options) -> port; servers stop after the test."""
-    started: list[Controller] = []
-
-    def start(handler: Recorder, **kwargs: object) -> int:
-        port = free_port()
-        controller = CountingController(handler, hostname="127.0.0.1", port=port, **kwargs)
-        controller.start()
-        started.append(controller)
-        handler.sessions = 0  # start() opens one connection of its own to check the server
-        handler.servers.clear()
-        return port
-
-    yield start
-    for controller in started:
-        controller.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,255 @@
+"""`newsletter send` end to end, through the command line, to a real SMTP server (aiosmtpd).
+
+What the editor relies on: a dry run sends and records nothing; a real send reaches every subscribed
+reader exactly once, even when the process is killed, interrupted or the server fails halfway."""
+
+from __future__ import annotations
+
+import email
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from email import policy
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from conftest import SMALL_ISSUE, Project, run_cli
+from newsletter.personalize import verify_unsubscribe_token
+from smtp_server import Recorder
+
+SECRET = "test-secret-key"
+
+
+def readers(n: int) -> str:
+    return "email,name,company\n" + "".join(f"reader{i}@example.com,Reader {i},Co {i}\n" for i in range(n))
+
+
+def setup(project: Project, serve, handler: Recorder, n: int = 6, list_text: str | None = None):
+    port = serve(handler)
+    issue = SMALL_ISSUE if list_text else SMALL_ISSUE.replace("Hi {{", "Hi {{ subscriber.company }} {{")
+    project.write_issue(issue, "2021-03.yaml")
+    project.write_list(list_text or readers(n))
+    env = {"NEWSLETTER_SMTP_PORT": str(port), "NEWSLETTER_SECRET": SECRET,
+           "NEWSLETTER_RETRY_BACKOFF": "0.05", "NEWSLETTER_RETRY_ATTEMPTS": "3"}
+    return env
+
+
+def send(project: Project, env: dict[str, str], *extra: str):
+    return run_cli("send", "issues/2021-03.yaml", "--list", "readers", "--provider", "smtp", *extra,
+                   cwd=project.root, env=env)
+
+
+def copies(handler: Recorder, n: int) -> list[int]:
+    return [handler.received(f"reader{i}@example.com") for i in range(n)]
+
+
+def test_dry_run_sends_and_records_nothing_but_shows_everything(project, serve):
+    handler = Recorder()
+    env = setup(project, serve, handler, list_text="""\
+email,name,status
+a@example.com,Ann,
+B@Example.com,Bob,subscribed
+c@example.com,Cy,unsubscribed
+nonsense,X,
+b@example.com,Bob again,
+d@example.com,Di,bounced
+""")
+    r = send(project, env)
+    assert r.code == 0, r.output
+    assert handler.messages == []
+    assert not (project.root / ".newsletter").exists()
+    assert "would receive it        2" in r.out
+    assert "skipped by status       2  bounced 1, unsubscribed 1" in r.out
+    assert re.search(r"readers.csv:5: 'nonsense': .*@-sign", r.err)
+    assert "readers.csv:6: b@example.com duplicates line 3" in r.err
+    assert "This was a dry run. To send" in r.out and "--send" in r.out
+    outbox = project.root / "outbox" / "2021-03"
+    assert (outbox / "recipients.csv").read_text().splitlines() == [
+        "email,name,line", "a@example.com,Ann,2", "B@example.com,Bob,3"]
+    samples = sorted(outbox.glob("sample-*.eml"))
+    assert len(samples) == 2
+    msg = email.message_from_bytes(samples[0].read_bytes(), policy=policy.default)
+    assert msg.get_content_type() == "multipart/alternative"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert json.loads((outbox / "report-dry-run.json").read_text())["sent"] == 2
+    assert (outbox / "2021-03.html").is_file() and (outbox / "2021-03.txt").is_file()
+
+
+def test_send_reaches_everyone_once_with_personal_unsubscribe_links(project, serve):
+    handler = Recorder()
+    env = setup(project, serve, handler, n=6)
+    r = send(project, env, "--send", "--yes")
+    assert r.code == 0, r.output
+    assert copies(handler, 6) == [1] * 6
+    assert "✓ done: 6 sent" in r.out
+    for _, (rcpt,), msg, _ in handler.messages:
+        i = int(re.search(r"\d+", rcpt).group())
+        assert msg["Subject"] == f"Hello Reader {i}: the March digest"
+        text, html = msg.iter_parts()
+        assert f"Hi Co {i} Reader {i}!" in text.get_content()
+        https, mailto = [u.strip(" <>") for u in msg["List-Unsubscribe"].split(",")]
+        assert mailto.startswith("mailto:unsubscribe@example.org")
+        query = parse_qs(urlparse(https).query)
+        assert query["email"] == [rcpt]
+        assert verify_unsubscribe_token(SECRET, rcpt, query["token"][0])
+        assert not verify_unsubscribe_token(SECRET, "someone.else@example.com", query["token"][0])
+        assert https.replace("&", "&amp;") in html.get_content()  # the footer link is the same URL
+    # a second run sends nothing and says so
+    again = send(project, env, "--send", "--yes")
+    assert again.code == 0 and "Nothing to send" in again.out
+    assert len(handler.messages) == 6
+
+
+def test_real_send_needs_confirmation_and_a_secret(project, serve):
+    handler = Recorder()
+    env = setup(project, serve, handler, n=2)
+    r = send(project, env, "--send")  # no terminal, no --yes
+    assert r.code == 2 and "refusing to send without confirmation" in r.err and "--yes" in r.err
+    no_secret = {k: v for k, v in env.items() if k != "NEWSLETTER_SECRET"}
+    r = send(project, no_secret, "--send", "--yes")
+    assert r.code == 1 and "NEWSLETTER_SECRET is not set" in r.err
+    assert handler.messages == []
+
+
+def test_check_errors_stop_a_real_send(project, serve):
+    handler = Recorder()
+    env = setup(project, serve, handler, n=2)
+    cfg = project.root / "newsletter.toml"
+    cfg.write_text(cfg.read_text().replace('postal_address = "1 Example Street, Springfield"\n', ""))
+    r = send(project, env, "--send", "--yes")
+    assert r.code == 1 and "no postal address" in r.err and "nothing was sent" in r.err
+    assert handler.messages == []
+
+
+def test_limit_sends_in_stages(project, serve):
+    handler = Recorder()
+    env = setup(project, serve, handler, n=5)
+    assert send(project, env, "--send", "--yes", "--limit", "2").code == 0
+    assert copies(handler, 5) == [1, 1, 0, 0, 0]
+    r = send(project, env, "--send", "--yes", "--limit", "2")
+    assert r.code == 0 and "already sent            2" in r.out
+    assert copies(handler, 5) == [1, 1, 1, 1, 0]
+    send(project, env, "--send", "--yes")
+    assert copies(handler, 5) == [1] * 5
+
+
+def test_test_send_goes_to_preview_only_and_does_not_count(project, serve):
+    handler = Recorder()
+    env = setup(project, serve, handler, n=3)
+    r = send(project, {**env, "NEWSLETTER_PREVIEW_TO": "ed@example.org, pat@example.org"}, "--test")
+    assert r.code == 0, r.output
+    assert [m[1] for m in handler.messages] == [["ed@example.org"], ["pat@example.org"]]
+    msg = handler.messages[0][2]
+    assert msg["Subject"] == "[TEST] Hello Reader 0: the March digest"  # the first reader's fields
+    assert "Hi Co 0 Reader 0!" in msg.iter_parts().__next__().get_content()
+    r = send(project, env, "--send", "--yes")
+    assert r.code == 0 and copies(handler, 3) == [1, 1, 1]
+
+
+def test_transient_refusals_are_retried_and_permanent_ones_reported(project, serve):
+    class Flaky(Recorder):
+        tries = 0
+
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+            if address == "reader1@example.com" and Flaky.tries < 2:
+                Flaky.tries += 1
+                return "451 4.7.1 Greylisted, try again"
+            return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
+
+    handler = Flaky(refuse_rcpt={"reader3@example.com": "550 5.1.1 No such user"})
+    env = setup(project, serve, handler, n=5)
+    r = send(project, env, "--send", "--yes")
+    assert r.code == 3, r.output
+    assert copies(handler, 5) == [1, 1, 1, 0, 1]
+    assert "reader3@example.com: 127.0.0.1" in r.err and "550 5.1.1 No such user" in r.err
+    assert "run the same command again to resume" in r.err
+    report = json.loads((project.root / "outbox" / "2021-03" / "report-send.json").read_text())
+    assert report["sent"] == 4 and list(report["failed"]) == ["reader3@example.com"] and report["exit_code"] == 3
+
+
+def test_server_down_halfway_then_rerun_finishes_exactly_once(project, serve):
+    handler = Recorder(refuse_rcpt={})
+    env = setup(project, serve, handler, n=8)
+
+    class DiesAfterThree(Recorder):
+        async def handle_MAIL(self, server, session, envelope, address, mail_options):
+            if len(self.messages) >= 3:
+                server.transport.abort()
+                return "421 gone"
+            return await super().handle_MAIL(server, session, envelope, address, mail_options)
+
+    dying = DiesAfterThree()
+    env["NEWSLETTER_SMTP_PORT"] = str(serve(dying))
+    r = send(project, env, "--send", "--yes")
+    assert r.code == 3, r.output
+    assert len(dying.messages) == 3
+    assert "connection to 127.0.0.1" in r.err
+    # the provider is back (a fresh server): the rerun sends the rest, nobody twice
+    env["NEWSLETTER_SMTP_PORT"] = str(serve(handler))
+    r = send(project, env, "--send", "--yes")
+    assert r.code == 0, r.output
+    got = [dying.received(f"reader{i}@example.com") + handler.received(f"reader{i}@example.com") for i in range(8)]
+    assert got == [1] * 8
+
+
+def _start_send(project: Project, env: dict[str, str]) -> subprocess.Popen:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")} | env
+    return subprocess.Popen([sys.executable, "-m", "newsletter", "send", "issues/2021-03.yaml", "--list",
+                             "readers", "--provider", "smtp", "--send", "--yes"], cwd=project.root, env=full,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_killed_mid_send_rerun_reports_unknown_and_never_duplicates(project, serve):
+    handler = Recorder(hold_at=5)
+    env = setup(project, serve, handler, n=10)
+    proc = _start_send(project, env)
+    assert handler.holding.wait(60), "the send never reached the 5th message"
+    proc.kill()  # SIGKILL: no cleanup, no last words
+    proc.communicate(timeout=30)
+    handler.release.set()
+    assert copies(handler, 10) == [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+    # the rerun sends the rest, but not the one whose fate is unknown
+    r = send(project, env, "--send", "--yes")
+    assert r.code == 3, r.output
+    assert "1 readers were handed to the provider in an earlier run with no answer recorded" in r.err
+    assert "--resend-unknown" in r.err
+    assert copies(handler, 10) == [1, 1, 1, 1, 0, 1, 1, 1, 1, 1]
+    # the editor checked the server's log: it never arrived, so resend it
+    r = send(project, env, "--send", "--yes", "--resend-unknown")
+    assert r.code == 0, r.output
+    assert copies(handler, 10) == [1] * 10
+
+
+def test_ctrl_c_finishes_the_batch_records_it_and_resumes(project, serve):
+    handler = Recorder(delay=0.1)
+    env = setup(project, serve, handler, n=20)
+    proc = _start_send(project, env)
+    deadline = time.monotonic() + 60
+    while len(handler.messages) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, out + err
+    assert "stopping after the current batch" in err
+    stopped_at = len(handler.messages)
+    assert 3 <= stopped_at < 20
+    report = json.loads((project.root / "outbox" / "2021-03" / "report-send.json").read_text())
+    assert report["interrupted"] and report["sent"] == stopped_at
+    assert report["left_for_later"] == 20 - stopped_at
+    r = send(project, env, "--send", "--yes")
+    assert r.code == 0, r.output
+    assert copies(handler, 20) == [1] * 20
+
+
+def test_two_sends_of_one_issue_cannot_run_at_once(project, serve):
+    from newsletter.errors import NewsletterError
+    from newsletter.ledger import Ledger
+
+    with Ledger(project.root / ".newsletter", "2021-03"):
+        with pytest.raises(NewsletterError, match="another `newsletter send` of 2021-03 is running"):
+            Ledger(project.root / ".newsletter", "2021-03")
