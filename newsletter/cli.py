@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
 
 from . import __version__
 from .config import Settings, load_settings
@@ -18,8 +17,24 @@ if TYPE_CHECKING:  # the send modules load only when `send` runs
     from .campaign import Campaign
     from .dispatch import SendReport
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+class _LazyConsole:
+    """A rich Console made on first use: rich costs ~15 ms to import, and check/render
+    mostly print plain lines."""
+
+    def __init__(self, stderr: bool):
+        self.stderr = stderr
+        self._console = None
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self.stderr, highlight=False, soft_wrap=True)
+        return getattr(self._console, name)
+
+
+out = _LazyConsole(stderr=False)
+err = _LazyConsole(stderr=True)
 
 
 def _print_problems(problems: list[Problem]) -> None:

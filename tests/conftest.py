@@ -136,3 +136,17 @@ def serve():
     yield start
     for controller in started:
         controller.stop()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI (NEWSLETTER_NO_SKIPS=1) a skipped test is a failure: a missing browser or tool must not
+    turn the browser, Prism or MailDev tests into a silent green."""
+    if os.environ.get("NEWSLETTER_NO_SKIPS") != "1":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if skipped:
+        reporter.write_line(f"NEWSLETTER_NO_SKIPS=1: {len(skipped)} tests were skipped; failing the run", red=True)
+        for report in skipped:
+            reporter.write_line(f"  skipped: {report.nodeid}: {report.longrepr[-1] if report.longrepr else ''}")
+        session.exitstatus = 1

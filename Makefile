@@ -1,0 +1,45 @@
+# `make demo` and `make test` work on a fresh machine: each creates .venv itself.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-fast tools browser bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## demo: check, render and dry-run send the bundled example issue
+demo: $(STAMP)
+	$(BIN)/newsletter check issues/2021-03.yaml
+	$(BIN)/newsletter render issues/2021-03.yaml
+	$(BIN)/newsletter send issues/2021-03.yaml --list example
+
+## tools: npm tools for the tests and benchmarks (MJML CLI, Prism, MailDev) into .tools/
+tools:
+	bench/setup-tools.sh
+
+## browser: Debian's Chromium for the browser tests (needs root; skipped tests otherwise)
+browser:
+	@command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium || \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }; \
+	    else echo "Chromium is missing: sudo apt-get install chromium (browser tests are skipped without it)"; fi; }
+
+## test: the whole suite (browser, Prism and MailDev tests included)
+test: $(STAMP) tools browser
+	$(BIN)/python -m pytest
+
+## test-fast: the suite without the external tools
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not browser and not prism and not maildev"
+
+## bench: render and send benchmarks (print figures; see bench/)
+bench: $(STAMP) tools
+	$(BIN)/python bench/render_bench.py
+	$(BIN)/python bench/send_bench.py
+
+clean:
+	rm -rf out outbox .newsletter .pytest_cache
