@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +15,8 @@ from .errors import IssueError, NewsletterError, Problem
 from .pipeline import Prepared, prepare, write_rendered
 
 if TYPE_CHECKING:  # the send modules load only when `send` runs
+    from rich.console import Console
+
     from .campaign import Campaign
     from .dispatch import SendReport
 
@@ -25,12 +28,15 @@ class _LazyConsole:
         self.stderr = stderr
         self._console = None
 
-    def __getattr__(self, name: str):  # noqa: ANN204
+    def real(self) -> "Console":
         if self._console is None:
             from rich.console import Console
 
             self._console = Console(stderr=self.stderr, highlight=False, soft_wrap=True)
-        return getattr(self._console, name)
+        return self._console
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self.real(), name)
 
 
 out = _LazyConsole(stderr=False)
@@ -193,20 +199,21 @@ def send(ctx: _Context, issue: Path, list_spec: str, really: bool, yes: bool, te
     campaign.require_secret()
     count = campaign.count_recipients(limit=limit, resend_unknown=resend_unknown)
     if count == 0:
-        out.print(f"Nothing to send: every subscribed reader of {campaign.list_path} already has "
-                  f"{campaign.stem} (or is in an unknown state; see below).", markup=False)
+        out.print(f"Nothing to send: no subscribed reader of {campaign.list_path} is waiting for "
+                  f"{campaign.stem}.", markup=False)
     elif not yes:
         if not sys.stdin.isatty():
             raise click.UsageError("refusing to send without confirmation: no terminal to ask; add --yes")
         subject = prepared.issue.subject
         if not click.confirm(f"Send “{subject}” to {count:,} readers via {campaign.provider_name}?"):
-            raise click.Abort()
+            err.print("Nothing was sent.")
+            raise SystemExit(1)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     stop = StopFlag()
     columns = (TextColumn("sending"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:.0f}/s"), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=False, disable=count == 0) as bar:
+    with Progress(*columns, console=err.real(), transient=False, disable=count == 0) as bar:
         task = bar.add_task("send", total=count, rate=0.0)
 
         def advance(n: int) -> None:
@@ -261,6 +268,12 @@ def main() -> None:
     except OSError as e:
         err.print(f"error: {e.filename or ''}: {e.strerror or e}", style="red", markup=False)
         sys.exit(1)
+    except Exception as e:  # a bug, not bad input: say so briefly; the traceback is on request
+        if os.environ.get("NEWSLETTER_DEBUG"):
+            raise
+        err.print(f"internal error: {type(e).__name__}: {e}. This is a bug in newsletter; rerun with "
+                  "NEWSLETTER_DEBUG=1 for the traceback and report it.", style="red", markup=False)
+        sys.exit(70)
 
 
 if __name__ == "__main__":

@@ -116,6 +116,33 @@ def test_real_send_needs_confirmation_and_a_secret(project, serve):
     assert handler.messages == []
 
 
+def _send_on_a_terminal(project: Project, env: dict[str, str], answer: str) -> tuple[int, str]:
+    """Run a real send with a pseudo-terminal as stdin, answering the confirmation question."""
+    import pty
+
+    master, slave = pty.openpty()
+    full = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")} | env
+    proc = subprocess.Popen([sys.executable, "-m", "newsletter", "send", "issues/2021-03.yaml", "--list",
+                             "readers", "--provider", "smtp", "--send"], cwd=project.root, env=full,
+                            stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    os.close(slave)
+    os.write(master, answer.encode() + b"\n")
+    out, err = proc.communicate(timeout=60)
+    os.close(master)
+    return proc.returncode, out + err
+
+
+def test_a_terminal_is_asked_before_sending(project, serve):
+    handler = Recorder()
+    env = setup(project, serve, handler, n=3)
+    code, output = _send_on_a_terminal(project, env, "n")
+    assert code == 1 and "to 3 readers via smtp?" in output and "Nothing was sent" in output
+    assert handler.messages == []
+    code, output = _send_on_a_terminal(project, env, "y")
+    assert code == 0, output
+    assert copies(handler, 3) == [1, 1, 1]
+
+
 def test_check_errors_stop_a_real_send(project, serve):
     handler = Recorder()
     env = setup(project, serve, handler, n=2)
