@@ -14,10 +14,10 @@ from .errors import ConfigError, IssueError, Problem, UsageError
 from .ledger import Ledger
 from .merge import referenced_columns
 from .personalize import Personalizer
-from .pipeline import Prepared
+from .pipeline import Prepared, write_rendered
 from .providers import batch_size, make_provider
 from .providers.base import Provider
-from .subscribers import SubscriberList, resolve_list
+from .subscribers import RESERVED, SubscriberList, resolve_list
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Campaign:
 
     def __post_init__(self) -> None:
         self.list_path = resolve_list(self.list_spec, self.settings.root)
-        SubscriberList(self.list_path)  # fail early on a missing list or header
+        self.columns = SubscriberList(self.list_path).columns  # fails early on a missing list or header
         self.outbox = self.settings.root / "outbox" / self.prepared.rendered.stem
         self.secret = self.settings.secret or ""
         if not self.secret:
@@ -48,8 +48,7 @@ class Campaign:
 
     def _check_merge_columns(self) -> None:
         """A merge field naming a column the list lacks would be blank for every reader: refuse."""
-        columns = {c.lower() if c.lower() in ("email", "name", "status") else c
-                   for c in SubscriberList(self.list_path).columns}
+        columns = {c.lower() if c.lower() in RESERVED else c for c in self.columns}
         issue, path = self.prepared.issue, self.prepared.path
         texts: list[tuple[tuple[str | int, ...], str | None]] = [
             (("subject",), issue.subject), (("title",), issue.title),
@@ -88,13 +87,7 @@ class Campaign:
 
     def dry_run(self, *, limit: int | None = None, samples: int = 3) -> SendReport:
         """Who would receive the issue now; writes outbox/<stem>/ and records nothing."""
-        from .pipeline import sample_unsubscribe_url
-
-        self.outbox.mkdir(parents=True, exist_ok=True)
-        r = self.prepared.rendered
-        _, html, text = r.personalize({"email": "reader@example.com"}, sample_unsubscribe_url(self.settings))
-        (self.outbox / f"{self.stem}.html").write_text(html, encoding="utf-8")
-        (self.outbox / f"{self.stem}.txt").write_text(text, encoding="utf-8")
+        write_rendered(self.prepared, self.settings, self.outbox)
         provider = make_provider("dry-run", self.settings, outbox=self.outbox, samples=samples)
         with Ledger(self.settings.state_dir, self.stem, readonly=True) as ledger:
             report = self.new_report("dry-run", self.provider_name)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import html
 from urllib.parse import quote
 
 from .config import Settings
@@ -65,8 +64,7 @@ class Personalizer:
         """Personalize for `sub`; `to` sends that copy elsewhere (test sends to a preview inbox)."""
         address = to or sub.email
         url = self.unsubscribe_url(address)
-        raw = [url] + [f.evaluate(sub.fields) for f in self.rendered.fields]
-        escaped = [html.escape(v) for v in raw]
+        raw, escaped = self.rendered.values(sub.fields, url)
         if url == ASM_UNSUBSCRIBE:
             escaped[0] = url  # SendGrid's own tag: it must reach SendGrid verbatim to be replaced
         headers = {} if (self.asm and not self.url_template) else self.headers(url, address)
