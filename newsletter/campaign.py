@@ -41,6 +41,11 @@ class Campaign:
             self.throwaway_secret = True
             self.secret = secrets.token_urlsafe(32)
         self._check_merge_columns()
+        if not self.settings.unsubscribe_url and self.provider_name != "sendgrid":
+            raise ConfigError(
+                f"{self.settings.path or 'newsletter.toml'}: unsubscribe_url is not set, and "
+                f"[sendgrid] asm_group_id cannot help when {self.provider_name} sends; set unsubscribe_url"
+            )
 
     @property
     def stem(self) -> str:
@@ -75,7 +80,8 @@ class Campaign:
         return RetryPolicy(attempts=self.settings.retry_attempts, backoff=self.settings.retry_backoff)
 
     def personalizer(self, *, test: bool = False) -> Personalizer:
-        return Personalizer(self.prepared.rendered, self.settings, self.secret, test=test)
+        return Personalizer(self.prepared.rendered, self.settings, self.secret, provider=self.provider_name,
+                            test=test)
 
     def new_report(self, mode: str, provider: str) -> SendReport:
         r = SendReport(self.stem, str(self.list_path), provider, mode)

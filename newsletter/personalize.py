@@ -32,12 +32,14 @@ def verify_unsubscribe_token(secret: str, email: str, token: str) -> bool:
 class Personalizer:
     """Turns a Subscriber into a Personalization for one rendered issue."""
 
-    def __init__(self, rendered: Rendered, settings: Settings, secret: str, *, test: bool = False):
+    def __init__(self, rendered: Rendered, settings: Settings, secret: str, *, provider: str,
+                 test: bool = False):
         self.rendered = rendered
         self.settings = settings
         self.secret = secret
         self.test = test
-        self.asm = settings.sendgrid.asm_group_id is not None and settings.provider == "sendgrid"
+        # SendGrid's unsubscribe groups exist only when SendGrid sends
+        self.asm = settings.sendgrid.asm_group_id is not None and provider == "sendgrid"
         self.url_template = settings.unsubscribe_url or ""
         self.mailto = settings.unsubscribe_mailto
 

@@ -1,0 +1,62 @@
+"""Per-recipient values: signed unsubscribe links and the headers mailbox providers act on."""
+
+from __future__ import annotations
+
+from conftest import SMALL_ISSUE
+from newsletter.config import load_settings
+from newsletter.issue import parse_issue
+from newsletter.personalize import Personalizer, unsubscribe_token, verify_unsubscribe_token
+from newsletter.render import render_issue
+from newsletter.subscribers import Subscriber
+
+
+def reader(email="Anna.P@example.com", name="Anna & <Co>"):
+    return Subscriber(email, name, "subscribed", {"email": email, "name": name}, 2)
+
+
+def personalizer(project, provider="smtp", env=None):
+    settings = load_settings(project.root / "newsletter.toml", env=env or {})
+    rendered = render_issue(parse_issue(SMALL_ISSUE, "x.yaml"), settings, "2021-03")
+    return Personalizer(rendered, settings, "k3y", provider=provider)
+
+
+def test_tokens_verify_only_for_their_address_and_key():
+    token = unsubscribe_token("k3y", "Anna.P@example.com")
+    assert verify_unsubscribe_token("k3y", "anna.p@EXAMPLE.com", token)  # case-insensitive address
+    assert not verify_unsubscribe_token("k3y", "bob@example.com", token)
+    assert not verify_unsubscribe_token("other", "Anna.P@example.com", token)
+    assert not verify_unsubscribe_token("k3y", "Anna.P@example.com", token[:-1] + "A")
+
+
+def test_each_reader_gets_own_link_and_one_click_headers(project):
+    p = personalizer(project)(reader())
+    url = p.raw[0]
+    assert url.startswith("https://example.org/unsubscribe?email=Anna.P@example.com&token=")
+    assert verify_unsubscribe_token("k3y", p.email, url.rsplit("=", 1)[1])
+    assert p.headers["List-Unsubscribe"] == (
+        f"<{url}>, <mailto:unsubscribe@example.org?subject=unsubscribe%20Anna.P%40example.com>")
+    assert p.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert p.escaped[0] == url.replace("&", "&amp;")
+    # merge-field values: raw for the text part, escaped for the HTML part
+    assert "Anna & <Co>" in p.raw and "Anna &amp; &lt;Co&gt;" in p.escaped
+
+
+def test_test_copies_unsubscribe_the_preview_address_not_the_reader(project):
+    pz = personalizer(project)
+    p = pz(reader(), to="editor@example.org")
+    assert p.email == "editor@example.org" and "email=editor@example.org" in p.raw[0]
+    assert "Anna & <Co>" in p.raw  # but the reader's fields fill the merge fields
+    assert Personalizer(pz.rendered, pz.settings, "k", provider="smtp", test=True).envelope().subject.startswith("[TEST] ")
+
+
+def test_sendgrid_unsubscribe_group_replaces_our_link(project):
+    env = {"NEWSLETTER_UNSUBSCRIBE_URL": ""}
+    cfg = project.root / "newsletter.toml"
+    cfg.write_text(cfg.read_text().replace('unsubscribe_url = "https://example.org/unsubscribe?email={email}&token={token}"\n', "")
+                   + "\n[sendgrid]\nasm_group_id = 42\n")
+    p = personalizer(project, provider="sendgrid", env=env)(reader())
+    assert p.raw[0] == p.escaped[0] == "<%asm_group_unsubscribe_raw_url%>"  # SendGrid's tag, verbatim
+    assert p.headers == {}  # SendGrid adds its own List-Unsubscribe
+    assert personalizer(project, provider="sendgrid", env=env).envelope().asm_group_id == 42
+    # the same settings through SMTP: no SendGrid tag may leak into the mail
+    assert personalizer(project, provider="smtp", env=env).envelope().asm_group_id is None
