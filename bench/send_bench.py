@@ -1,0 +1,605 @@
+#!/usr/bin/env python3
+"""Send benchmark: `newsletter send` (dry run, SMTP, SendGrid) against mailmerge 2.3.
+
+    .venv/bin/python bench/send_bench.py            # full sizes (~2.5 min on 2 cores)
+    .venv/bin/python bench/send_bench.py --quick    # sizes / 10 (~20 s), for a smoke run
+    .venv/bin/python bench/send_bench.py --keep     # keep the temp project (CSVs, outbox, ledgers)
+
+One-time setup for the mailmerge comparison (a separate venv, never .venv):
+
+    python3 -m venv .tools/mailmerge-venv && .tools/mailmerge-venv/bin/pip install mailmerge==2.3
+
+Every figure comes from a whole `newsletter send issues/2021-03.yaml --list <csv> ...` process run in
+a temporary copy of the project (newsletter.toml, templates/, issues/), so outbox/ and .newsletter/
+land there. Subscriber lists are generated: `email,name,company` = userN@example.com, "Имя N", a
+company. Per-recipient costs subtract the wall time of a 1-recipient run (start-up, render, checks).
+Peak memory is each process's own ru_maxrss, read with os.wait4() on that one child (the same figure
+as /usr/bin/time -v's "Maximum resident set size"), so no measurement sees another's.
+
+Sections and targets:
+  1. Dry run to 100,000 subscribers: wall time, time per recipient; mailmerge --dry-run on 2,000 rows
+     with the same rows and the same rendered HTML+text body (multipart/alternative); per-recipient
+     ratio ours/mailmerge <= 0.05 (20x faster).
+  2. Peak RSS of the dry run for 100,000 and 1,000,000 subscribers: 1M <= 1.5x the 100k figure and
+     1M < 200 MB; plus the time for 1M.
+  3. SMTP to a local aiosmtpd sink (separate process): messages/s of `--send --yes --provider smtp`
+     for 2,000 recipients against mailmerge --no-dry-run to the same server (no target, a report).
+  4. SendGrid to a local stand-in (http.server answering 202 on POST /v3/mail/send): requests and
+     bytes per 100,000 recipients, and the time (no target, a report).
+--quick divides the sizes by 10 (the targets are then only indicative).
+
+It is a report: the exit code is 0 whatever the figures. Standard library only (plus .venv).
+A section whose tool is missing (mailmerge venv, aiosmtpd) is skipped with a hint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+NEWSLETTER = ROOT / ".venv" / "bin" / "newsletter"
+MAILMERGE_VENV = ROOT / ".tools" / "mailmerge-venv"
+MAILMERGE = MAILMERGE_VENV / "bin" / "mailmerge"
+ISSUE = Path("issues") / "2021-03.yaml"  # relative to the temp project
+MAILMERGE_HINT = ("python3 -m venv .tools/mailmerge-venv && "
+                  ".tools/mailmerge-venv/bin/pip install mailmerge==2.3")
+
+RATIO_TARGET = 1 / 20  # ours / mailmerge, per recipient, dry run
+RSS_GROWTH_TARGET = 1.5  # peak RSS 1M / 100k
+RSS_LIMIT_MB = 200.0  # peak RSS at 1M
+SECRET = "bench-secret-not-for-production"
+
+try:
+    import newsletter  # noqa: F401
+except ImportError:
+    # run with a Python outside the venv: re-run under the project's venv
+    if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != VENV_PYTHON.parent.parent.resolve():
+        os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), *sys.argv])
+    raise
+
+
+# --------------------------------------------------------------------------------------------- utils
+
+W = 62  # label column
+
+
+def header(title: str) -> None:
+    print(f"\n== {title} " + "=" * max(0, 96 - len(title)), flush=True)
+
+
+def line(label: str, value: str) -> None:
+    print(f"  {label:<{W}}{value}", flush=True)
+
+
+def note(text: str) -> None:
+    print(f"  {text}", flush=True)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def secs(s: float) -> str:
+    return f"{s:9.3f} s"
+
+
+def us(s: float) -> str:
+    return f"{s * 1e6:9.1f} µs"
+
+
+def mb(kb: float) -> str:
+    return f"{kb / 1024:9.1f} MB"
+
+
+@dataclass
+class Run:
+    wall: float  # seconds
+    maxrss_kb: int  # this process's own peak RSS
+    rc: int
+    stdout: str
+    stderr: str
+
+
+def run(cmd: list[str], *, cwd: Path, env: dict[str, str], keep_stdout: bool = True) -> Run:
+    """Run one process; wall time and its own peak RSS via wait4 (isolated from every other run)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                             stdout=out if keep_stdout else subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return Run(wall, usage.ru_maxrss, p.returncode, out.read().decode("utf-8", "replace"),
+                   err.read().decode("utf-8", "replace"))
+
+
+def checked(r: Run, what: str, ok_codes: tuple[int, ...] = (0,)) -> Run:
+    if r.rc not in ok_codes:
+        tail = (r.stderr.strip() or r.stdout.strip())[-2000:]
+        raise RuntimeError(f"{what} exited {r.rc}:\n{tail}")
+    return r
+
+
+def median_run(runs: list[Run]) -> Run:
+    return sorted(runs, key=lambda r: r.wall)[len(runs) // 2]
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """The environment minus anything that would change the figures (our settings, proxies)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("NEWSLETTER_", "SENDGRID_")) and k.lower() not in
+           ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env["NEWSLETTER_SECRET"] = SECRET
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 15.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+# --------------------------------------------------------------------------------------- the inputs
+
+
+class Workspace:
+    """A temp copy of the project plus generated subscriber lists, shared by the sections."""
+
+    def __init__(self, keep: bool):
+        self.dir = Path(tempfile.mkdtemp(prefix="send_bench-"))
+        self.keep = keep
+        self.project = self.dir / "project"
+        self.project.mkdir()
+        shutil.copy2(ROOT / "newsletter.toml", self.project / "newsletter.toml")
+        for d in ("templates", "issues"):
+            shutil.copytree(ROOT / d, self.project / d)
+        self.lists = self.dir / "lists"
+        self.lists.mkdir()
+        self._csvs: dict[int, Path] = {}
+
+    def csv(self, n: int) -> Path:
+        """email,name,company with n rows, generated once."""
+        if n not in self._csvs:
+            path = self.lists / f"subscribers-{n}.csv"
+            with path.open("w", encoding="utf-8", newline="") as f:
+                f.write("email,name,company\n")
+                step = 50_000
+                for start in range(0, n, step):
+                    f.write("".join(f"user{i}@example.com,Имя {i},Компания {i % 1000}\n"
+                                    for i in range(start, min(n, start + step))))
+            self._csvs[n] = path
+        return self._csvs[n]
+
+    def fresh_state(self, label: str) -> Path:
+        path = Path(tempfile.mkdtemp(prefix=f"state-{label}-", dir=self.dir))
+        return path
+
+    def close(self) -> None:
+        if self.keep:
+            print(f"\n(kept {self.dir})")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def newsletter_send(ws: Workspace, n: int, env: dict[str, str], *extra: str) -> Run:
+    cmd = [str(NEWSLETTER), "send", str(ISSUE), "--list", str(ws.csv(n)), *extra]
+    return run(cmd, cwd=ws.project, env=env)
+
+
+def dry_run(ws: Workspace, n: int) -> Run:
+    r = checked(newsletter_send(ws, n, base_env()), f"newsletter send (dry run, {n:,} recipients)")
+    report = json.loads((ws.project / "outbox" / ISSUE.stem / "report-dry-run.json").read_text("utf-8"))
+    if report["sent"] != n:
+        raise RuntimeError(f"dry run to {n:,} reported {report['sent']:,} recipients")
+    return r
+
+
+# --------------------------------------------------------------------------------------- mailmerge
+
+
+def mailmerge_available() -> bool:
+    return MAILMERGE.exists()
+
+
+def mailmerge_version() -> str:
+    try:
+        p = subprocess.run([str(MAILMERGE), "--version"], capture_output=True, text=True, timeout=60, check=False)
+        return p.stdout.strip().removeprefix("mailmerge, ")
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def _jinja_literal(text: str) -> str:
+    """Literal text for a Jinja template (mailmerge renders the whole file with Jinja2)."""
+    if "{{" in text or "{%" in text or "{#" in text:
+        return "{% raw %}" + text + "{% endraw %}"
+    return text
+
+
+def _jinja_string(s: str) -> str:
+    return json.dumps(s)  # a valid Jinja string literal for our ASCII/UTF-8 strings
+
+
+def write_mailmerge_files(ws: Workspace, smtp_port: int) -> tuple[Path, Path, dict[str, int]]:
+    """mailmerge_template.txt carrying the very body we send (HTML + text from the same render, the
+    merge fields as Jinja over the row), and mailmerge_server.conf (plain SMTP, no auth)."""
+    from newsletter.config import load_settings
+    from newsletter.merge import Filler
+    from newsletter.personalize import Personalizer
+    from newsletter.pipeline import prepare
+
+    settings = load_settings(ws.project / "newsletter.toml", env=base_env())
+    prepared = prepare(ws.project / ISSUE, settings)
+    personalizer = Personalizer(prepared.rendered, settings, SECRET, provider="smtp")
+    envelope = personalizer.envelope()
+
+    # slot 0: the unsubscribe URL (mailmerge cannot sign it: a fixed token stands in for the HMAC)
+    url_t = settings.unsubscribe_url or "https://example.org/unsubscribe?email={email}"
+    pieces = re.split(r"(\{email\}|\{token\})", url_t)
+    url_expr = " ~ ".join(
+        "(email | urlencode)" if p == "{email}" else _jinja_string("mailmerge-token") if p == "{token}"
+        else _jinja_string(p) for p in pieces if p)
+    exprs = [url_expr]
+    for f in prepared.rendered.fields:  # `subscriber.name | default("x")` -> `name | default("x")`
+        e = re.sub(r"subscriber\.(\w+)", r"\1", f.source)
+        e = re.sub(r"subscriber\[(['\"])(\w+)\1\]", r"\2", e)
+        exprs.append(e)
+
+    def to_jinja(text: str, escape: bool) -> str:
+        filler = Filler(text)
+        out = [_jinja_literal(filler.literals[0])]
+        for slot, literal in zip(filler.slots, filler.literals[1:]):
+            out.append("{{ (" + exprs[slot] + ")" + (" | e" if escape else "") + " }}")
+            out.append(_jinja_literal(literal))
+        return "".join(out)
+
+    boundary = "==send-bench-boundary=="
+    template = "\n".join([
+        'TO: "{{ name }}" <{{ email }}>',
+        f"SUBJECT: {to_jinja(envelope.subject, False)}",
+        f'FROM: "{envelope.from_name}" <{envelope.from_email}>',
+        *([f"REPLY-TO: {envelope.reply_to}"] if envelope.reply_to else []),
+        "List-Unsubscribe: <{{ " + url_expr + " }}>",
+        "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/alternative; boundary="{boundary}"',
+        "",
+        f"--{boundary}",
+        "Content-Type: text/plain; charset=utf-8",
+        "",
+        to_jinja(envelope.text, False),
+        f"--{boundary}",
+        "Content-Type: text/html; charset=utf-8",
+        "",
+        to_jinja(envelope.html, True),
+        f"--{boundary}--",
+        "",
+    ])
+    mm = ws.dir / "mailmerge"
+    mm.mkdir(exist_ok=True)
+    template_path = mm / "mailmerge_template.txt"
+    template_path.write_text(template, encoding="utf-8")
+    config_path = mm / "mailmerge_server.conf"
+    # no `security` key = plain SMTP without login (2.3 also accepts the legacy `security = Never`)
+    config_path.write_text(f"[smtp_server]\nhost = 127.0.0.1\nport = {smtp_port}\nratelimit = 0\n",
+                           encoding="utf-8")
+    sizes = {"html": len(envelope.html.encode()), "text": len(envelope.text.encode())}
+    return template_path, config_path, sizes
+
+
+def mailmerge_database(ws: Workspace, n: int) -> Path:
+    """mailmerge_database.csv: the same rows as our list of n."""
+    path = ws.dir / "mailmerge" / f"mailmerge_database-{n}.csv"
+    if not path.exists():
+        shutil.copyfile(ws.csv(n), path)
+    return path
+
+
+def mailmerge_run(template: Path, config: Path, database: Path, *, dry: bool) -> Run:
+    cmd = [str(MAILMERGE), "--dry-run" if dry else "--no-dry-run", "--no-limit",
+           "--template", str(template), "--database", str(database), "--config", str(config)]
+    # stdout (every message, printed) goes to /dev/null, as asked; stderr is kept for errors
+    r = run(cmd, cwd=template.parent, env=base_env(), keep_stdout=False)
+    return checked(r, f"mailmerge ({database.name}, {'dry run' if dry else 'send'})")
+
+
+# ------------------------------------------------------------------------------------------ sections
+
+
+def section_dry_run(ws: Workspace, n: int, mm_rows: int) -> None:
+    header(f"1. Dry run to {n:,} subscribers vs mailmerge 2.3 --dry-run")
+    base = median_run([dry_run(ws, 1) for _ in range(3)])
+    big = dry_run(ws, n)
+    per = (big.wall - base.wall) / (n - 1)
+    line("newsletter send, 1 recipient (start-up; median of 3)", secs(base.wall))
+    line(f"newsletter send, {n:,} recipients (whole process)", secs(big.wall))
+    line("  per recipient, raw (total / N)", us(big.wall / n))
+    line("  per recipient, start-up subtracted ((T_N - T_1) / (N - 1))", us(per))
+    line("  recipients per second (start-up subtracted)", f"{1 / per:9.0f} /s")
+
+    if not mailmerge_available():
+        note(f"mailmerge comparison SKIPPED: {MAILMERGE} not found; install it with:")
+        note(f"  {MAILMERGE_HINT}")
+        return
+    template, config, sizes = write_mailmerge_files(ws, smtp_port=25)
+    note(f"mailmerge {mailmerge_version()}: template = our rendered issue as multipart/alternative "
+         f"(text {sizes['text']:,} B + HTML {sizes['html']:,} B), merge fields as Jinja; output to /dev/null")
+    mm_base = median_run([mailmerge_run(template, config, mailmerge_database(ws, 1), dry=True)
+                          for _ in range(3)])
+    mm_big = mailmerge_run(template, config, mailmerge_database(ws, mm_rows), dry=True)
+    mm_per = (mm_big.wall - mm_base.wall) / (mm_rows - 1)
+    line("mailmerge --dry-run, 1 row (start-up; median of 3)", secs(mm_base.wall))
+    line(f"mailmerge --dry-run --no-limit, {mm_rows:,} rows", secs(mm_big.wall))
+    line("  per message, raw (total / N)", us(mm_big.wall / mm_rows))
+    line("  per message, start-up subtracted", us(mm_per))
+    ratio = per / mm_per
+    line("ratio ours / mailmerge per recipient (start-up subtracted)",
+         f"{ratio:9.4f}   (1/{1 / ratio:.0f}; target <= {RATIO_TARGET:.2f}: {verdict(ratio <= RATIO_TARGET)})")
+    note("note: our dry run validates, de-duplicates, personalizes and lists every reader but builds MIME for")
+    note("3 samples only; mailmerge's dry run renders, parses and prints a whole message per row.")
+
+
+def section_memory(ws: Workspace, small: int, large: int) -> None:
+    header(f"2. Peak memory (RSS) of the dry run: {small:,} vs {large:,} subscribers")
+    note("each figure: that one process's ru_maxrss, from os.wait4() on it (as /usr/bin/time -v reports)")
+    one = dry_run(ws, 1)
+    r_small = dry_run(ws, small)
+    r_large = dry_run(ws, large)
+    line("peak RSS, 1 recipient (baseline: imports + render)", mb(one.maxrss_kb))
+    line(f"peak RSS, {small:,} recipients", mb(r_small.maxrss_kb))
+    line(f"peak RSS, {large:,} recipients", mb(r_large.maxrss_kb))
+    growth = r_large.maxrss_kb / r_small.maxrss_kb
+    line(f"growth {large:,} / {small:,}",
+         f"{growth:9.2f} x   (target <= {RSS_GROWTH_TARGET}: {verdict(growth <= RSS_GROWTH_TARGET)})")
+    large_mb = r_large.maxrss_kb / 1024
+    line(f"peak RSS at {large:,} under {RSS_LIMIT_MB:.0f} MB",
+         f"{large_mb:9.1f} MB (target < {RSS_LIMIT_MB:.0f} MB: {verdict(large_mb < RSS_LIMIT_MB)})")
+    line(f"time, {large:,} recipients (whole process)", secs(r_large.wall))
+    per = (r_large.wall - one.wall) / (large - 1)
+    line("  per recipient, start-up subtracted", us(per))
+
+
+class _SMTPSink:
+    """aiosmtpd with the Sink handler, in its own process."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        cmd = [str(VENV_PYTHON), "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{self.port}",
+               "-c", "aiosmtpd.handlers.Sink"]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        if not wait_for_port(self.port):
+            self.close()
+            raise RuntimeError(f"aiosmtpd did not start listening on 127.0.0.1:{self.port}")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _aiosmtpd_available() -> bool:
+    p = subprocess.run([str(VENV_PYTHON), "-c", "import aiosmtpd"], capture_output=True, check=False)
+    return p.returncode == 0
+
+
+def section_smtp(ws: Workspace, n: int) -> None:
+    header(f"3. SMTP to a local aiosmtpd sink: {n:,} recipients, ours vs mailmerge --no-dry-run")
+    if not _aiosmtpd_available():
+        note("SKIPPED: aiosmtpd is not installed in .venv; install the test extras:")
+        note("  .venv/bin/pip install -e '.[test]'")
+        return
+    sink = _SMTPSink()
+    try:
+        note(f"server: {VENV_PYTHON.name} -m aiosmtpd -c aiosmtpd.handlers.Sink on 127.0.0.1:{sink.port} "
+             "(separate process)")
+
+        def ours(k: int) -> Run:
+            env = base_env(NEWSLETTER_SMTP_HOST="127.0.0.1", NEWSLETTER_SMTP_PORT=str(sink.port),
+                           NEWSLETTER_SMTP_SECURITY="none",
+                           NEWSLETTER_STATE_DIR=str(ws.fresh_state(f"smtp{k}")))
+            r = checked(newsletter_send(ws, k, env, "--send", "--yes", "--provider", "smtp"),
+                        f"newsletter send --provider smtp ({k:,})")
+            report = json.loads((ws.project / "outbox" / ISSUE.stem / "report-send.json").read_text("utf-8"))
+            if report["sent"] != k:
+                raise RuntimeError(f"SMTP send to {k:,} reported {report['sent']:,} sent")
+            return r
+
+        base = median_run([ours(1) for _ in range(3)])
+        big = ours(n)
+        rate = (n - 1) / (big.wall - base.wall)
+        line("newsletter send --provider smtp, 1 recipient (median of 3)", secs(base.wall))
+        line(f"newsletter send --provider smtp, {n:,} recipients", secs(big.wall))
+        line("  messages per second, end to end (N / T_N)", f"{n / big.wall:9.1f} /s")
+        line("  messages per second, start-up subtracted", f"{rate:9.1f} /s")
+        line("  per message, start-up subtracted", us(1 / rate))
+
+        if not mailmerge_available():
+            note(f"mailmerge comparison SKIPPED: {MAILMERGE} not found; install it with:")
+            note(f"  {MAILMERGE_HINT}")
+            return
+        template, config, _ = write_mailmerge_files(ws, smtp_port=sink.port)
+        mm_base = median_run([mailmerge_run(template, config, mailmerge_database(ws, 1), dry=False)
+                              for _ in range(3)])
+        mm_big = mailmerge_run(template, config, mailmerge_database(ws, n), dry=False)
+        mm_rate = (n - 1) / (mm_big.wall - mm_base.wall)
+        line("mailmerge --no-dry-run, 1 row (median of 3)", secs(mm_base.wall))
+        line(f"mailmerge --no-dry-run --no-limit, {n:,} rows", secs(mm_big.wall))
+        line("  messages per second, end to end (N / T_N)", f"{n / mm_big.wall:9.1f} /s")
+        line("  messages per second, start-up subtracted", f"{mm_rate:9.1f} /s")
+        line("  per message, start-up subtracted", us(1 / mm_rate))
+        line("rate ratio ours / mailmerge (start-up subtracted; > 1 = we are faster)", f"{rate / mm_rate:9.2f} x")
+        line("rate ratio ours / mailmerge (end to end)", f"{(n / big.wall) / (n / mm_big.wall):9.2f} x")
+        note("note: we keep one connection and write the send record (SQLite) before and after each message;")
+        note("mailmerge opens a new SMTP connection per message and records nothing.")
+    finally:
+        sink.close()
+
+
+class _SendGridStandIn:
+    """POST /v3/mail/send -> 202; counts requests, body bytes and personalizations."""
+
+    def __init__(self) -> None:
+        stats = self.stats = {"requests": 0, "bytes": 0, "recipients": 0, "bad": 0, "sizes": []}
+        lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                ok = (self.path == "/v3/mail/send"
+                      and self.headers.get("Authorization") == "Bearer SG.bench")
+                with lock:
+                    if ok:
+                        stats["requests"] += 1
+                        stats["bytes"] += len(body)
+                        stats["sizes"].append(len(body))
+                        stats["recipients"] += body.count(b'"to":[')
+                    else:
+                        stats["bad"] += 1
+                self.send_response(202 if ok else 404)
+                self.send_header("X-Message-Id", f"bench-{stats['requests']}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def reset(self) -> None:
+        self.stats.update(requests=0, bytes=0, recipients=0, bad=0, sizes=[])
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def section_sendgrid(ws: Workspace, n: int) -> None:
+    header(f"4. SendGrid to a local stand-in: {n:,} recipients")
+    standin = _SendGridStandIn()
+    try:
+        note(f"stand-in: http.server thread on 127.0.0.1:{standin.port}, 202 to POST /v3/mail/send")
+
+        def send(k: int) -> Run:
+            standin.reset()
+            env = base_env(SENDGRID_API_URL=f"http://127.0.0.1:{standin.port}", SENDGRID_API_KEY="SG.bench",
+                           NEWSLETTER_STATE_DIR=str(ws.fresh_state(f"sendgrid{k}")))
+            r = checked(newsletter_send(ws, k, env, "--send", "--yes", "--provider", "sendgrid"),
+                        f"newsletter send --provider sendgrid ({k:,})")
+            report = json.loads((ws.project / "outbox" / ISSUE.stem / "report-send.json").read_text("utf-8"))
+            if report["sent"] != k or standin.stats["recipients"] != k or standin.stats["bad"]:
+                raise RuntimeError(f"SendGrid send to {k:,}: report says {report['sent']:,} sent, the stand-in "
+                                   f"saw {standin.stats['recipients']:,} recipients and {standin.stats['bad']} "
+                                   "bad requests")
+            return r
+
+        base = median_run([send(1) for _ in range(3)])
+        one_bytes = standin.stats["bytes"]
+        big = send(n)
+        s = standin.stats
+        line("newsletter send --provider sendgrid, 1 recipient (median of 3)", secs(base.wall))
+        line(f"newsletter send --provider sendgrid, {n:,} recipients", secs(big.wall))
+        per = (big.wall - base.wall) / (n - 1)
+        line("  per recipient, start-up subtracted", us(per))
+        line("  recipients per second, start-up subtracted", f"{1 / per:9.0f} /s")
+        line(f"requests for {n:,} recipients", f"{s['requests']:9,}")
+        line(f"request bytes for {n:,} recipients, total", f"{s['bytes'] / 1e6:9.2f} MB  ({s['bytes']:,} B)")
+        line("request bytes, mean per request", f"{statistics.mean(s['sizes']) / 1e3:9.1f} kB")
+        line("request bytes, largest request", f"{max(s['sizes']) / 1e3:9.1f} kB")
+        line("request bytes, per recipient (marginal)", f"{(s['bytes'] - one_bytes * s['requests']) / n:9.1f} B"
+             if s['requests'] else "n/a")
+        line("request bytes, 1-recipient request (the shared content)", f"{one_bytes / 1e3:9.1f} kB")
+        line("peak RSS of the send process", mb(big.maxrss_kb))
+    finally:
+        standin.close()
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="sizes / 10 (targets then only indicative)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp project, lists and outboxes")
+    ap.add_argument("--only", type=int, action="append", choices=[1, 2, 3, 4], help="run only these sections")
+    args = ap.parse_args()
+    div = 10 if args.quick else 1
+    sizes = {
+        "dry": 100_000 // div, "mm_rows": 2_000 // div,
+        "mem_small": 100_000 // div, "mem_large": 1_000_000 // div,
+        "smtp": 2_000 // div, "sendgrid": 100_000 // div,
+    }
+
+    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True, check=False).stdout.strip() or "?"
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "newsletter"],
+                           capture_output=True, text=True, check=False).stdout.strip()
+    print("send_bench: newsletter send (dry run, SMTP, SendGrid) vs mailmerge 2.3"
+          + ("  [--quick: sizes / 10]" if args.quick else ""))
+    print(f"  python {platform.python_version()} | {platform.machine()} | {os.cpu_count()} cores | "
+          f"git {rev}{' (newsletter/ has uncommitted changes)' if dirty else ''} | "
+          f"{time.strftime('%Y-%m-%d %H:%M')}")
+
+    ws = Workspace(args.keep)
+    t0 = time.perf_counter()
+    sections = [
+        (1, lambda: section_dry_run(ws, sizes["dry"], sizes["mm_rows"])),
+        (2, lambda: section_memory(ws, sizes["mem_small"], sizes["mem_large"])),
+        (3, lambda: section_smtp(ws, sizes["smtp"])),
+        (4, lambda: section_sendgrid(ws, sizes["sendgrid"])),
+    ]
+    try:
+        for number, fn in sections:
+            if args.only and number not in args.only:
+                continue
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - a report: say what broke and go on with the next section
+                note(f"ERROR in section {number}: {type(e).__name__}: {e}")
+    finally:
+        ws.close()
+    print(f"\n(total bench time {time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
