@@ -16,7 +16,7 @@ from .merge import referenced_columns
 from .personalize import Personalizer
 from .pipeline import Prepared, write_rendered
 from .providers import batch_size, make_provider
-from .providers.base import Provider
+from .providers.base import BatchResult, Envelope, Personalization, Provider
 from .subscribers import RESERVED, SubscriberList, resolve_list
 
 
@@ -161,7 +161,7 @@ class _NoProvider:
     name = "none"
     max_batch = 1000
 
-    def send(self, envelope: object, batch: object) -> object:
+    def send(self, envelope: Envelope, batch: list[Personalization]) -> BatchResult:
         raise AssertionError("counting never sends")
 
     def close(self) -> None:

@@ -27,7 +27,7 @@ class _LazyConsole:
 
     def __init__(self, stderr: bool):
         self.stderr = stderr
-        self._console = None
+        self._console: Console | None = None
 
     def real(self) -> "Console":
         if self._console is None:

@@ -145,8 +145,8 @@ def load_settings(path: Path | None = None, env: dict[str, str] | None = None) -
             raise ConfigError(f"{path}: {e}; fix the TOML syntax") from None
         top = data.pop("newsletter", {})
         data = {**top, **data}
-        for section in [data, *(v for v in data.values() if isinstance(v, dict))]:
-            for key in list(section):
+        for table in [data, *(v for v in data.values() if isinstance(v, dict))]:
+            for key in list(table):
                 if key in SECRET_KEYS:
                     raise ConfigError(
                         f"{path}:{_line_of(text, key)}: {key}: secrets are read only from the "

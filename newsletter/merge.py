@@ -8,7 +8,7 @@ are refused so that the render-once/fill-per-recipient split stays exact.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,7 +98,7 @@ class Filler:
         self.literals: list[str] = parts[0::2]
         self.slots: list[int] = [int(n) for n in parts[1::2]]
 
-    def fill(self, values: list[str]) -> str:
+    def fill(self, values: Sequence[str]) -> str:
         out = [self.literals[0]]
         for slot, literal in zip(self.slots, self.literals[1:]):
             out.append(values[slot])

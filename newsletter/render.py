@@ -225,7 +225,7 @@ def render_issue(issue: Issue, settings: Settings, stem: str) -> Rendered:
         text = env.get_template(f"{issue.template}.txt.j2").render(**context)
     except TemplateNotFound as e:
         raise NewsletterError(
-            f"{templates / e.name}: template not found; create it or set `template:` in the issue"
+            f"{templates / str(e.name)}: template not found; create it or set `template:` in the issue"
         ) from None
     except UndefinedError as e:
         raise NewsletterError(f"{templates}/{issue.template}.*.j2: {e.message}") from None
