@@ -256,6 +256,9 @@ def send(ctx: _Context, issue: Path, list_spec: str, really: bool, yes: bool, te
 
 def main() -> None:
     """Console-script entry point: library errors become messages and exit codes, never tracebacks."""
+    # pydantic looks for plugins through importlib.metadata on first use (~14 ms a start); this
+    # command line has none. The library, imported by your own code, is left as it is.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
         cli.main(standalone_mode=False)
     except click.UsageError as e:

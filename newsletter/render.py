@@ -9,6 +9,8 @@ from __future__ import annotations
 import html as html_lib
 import logging
 import re
+import sys
+import types
 import tomllib
 from dataclasses import dataclass, field
 from functools import cache
@@ -105,13 +107,31 @@ def _jinja(templates_dir: Path) -> Environment:
     return env
 
 
+class _NoNetwork:
+    """premailer's HTTP session: an email is rendered from local files only."""
+
+    def get(self, url: str, *args: object, **kwargs: object) -> object:
+        raise NewsletterError(f"{url}: remote stylesheets are not fetched; put the CSS in templates/")
+
+
 @cache
 def _premailer() -> type:
     """premailer's Premailer class, imported on first use (~0.1 s) and set up for email work."""
     # cssutils warns about every vendor property (mso-*, -webkit-*) MJML emits
     logging.getLogger("cssutils").setLevel(logging.CRITICAL)
-    import premailer.merge_style
-    from premailer import Premailer
+    # premailer imports requests (~90 ms with urllib3, chardet, ...) only to fetch remote
+    # stylesheets, which we never allow (allow_network=False, and _NoNetwork as its session).
+    # Let it bind a placeholder during its own import; the real requests stays importable.
+    real_requests = sys.modules.get("requests")
+    sys.modules["requests"] = types.ModuleType("requests", "placeholder: premailer never fetches")
+    try:
+        import premailer.merge_style
+        from premailer import Premailer
+    finally:
+        if real_requests is None:
+            del sys.modules["requests"]
+        else:
+            sys.modules["requests"] = real_requests
 
     # premailer 3.10 ignores disable_validation when it merges inline styles: cssutils then
     # validates every declaration against its CSS profiles, compiling dozens of regexes on the
@@ -177,6 +197,7 @@ def inline_css(html: str, css_text: str) -> str:
         # MJML's images never float; the check would parse each <img> style with full CSS
         # validation (see _premailer), costing ~60 ms a process for nothing
         align_floating_images=False,
+        session=_NoNetwork(),
         cssutils_logging_level=logging.CRITICAL,
     ).transform(pretty_print=False)
     out = out.replace(' data-premailer="ignore"', "")
