@@ -55,13 +55,9 @@ class Campaign:
         """A merge field naming a column the list lacks would be blank for every reader: refuse."""
         columns = {c.lower() if c.lower() in RESERVED else c for c in self.columns}
         issue, path = self.prepared.issue, self.prepared.path
-        texts: list[tuple[tuple[str | int, ...], str | None]] = [
-            (("subject",), issue.subject), (("title",), issue.title),
-            (("intro",), issue.intro), (("outro",), issue.outro),
-        ] + [(("sections", i, "body"), s.body) for i, s in enumerate(issue.sections)]
         problems = []
-        for loc, text in texts:
-            for col in sorted(referenced_columns(text or "") - columns - {"name"}):
+        for loc, text in issue.texts():
+            for col in sorted(referenced_columns(text) - columns - {"name"}):
                 problems.append(Problem(path, issue.line_of(*loc), ".".join(map(str, loc)),
                     f"merge field subscriber.{col}: {self.list_path} has no column {col!r} "
                     f"(columns: {', '.join(sorted(columns))}); add the column or fix the name"))

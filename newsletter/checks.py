@@ -29,9 +29,9 @@ def check_issue(issue: Issue, path: Path, settings: Settings, rendered: Rendered
     """Every finding for an issue that validated, errors and warnings, in file order."""
     found: list[Problem] = []
 
-    def add(loc: tuple[str | int, ...], message: str, severity: str = "warning") -> None:
+    def add(loc: tuple[str | int, ...], message: str, severity: str = "warning", at: int | None = None) -> None:
         field = ".".join(str(p) for p in loc)
-        found.append(Problem(path, issue.line_of(*loc) if loc else 1, field, message, severity))
+        found.append(Problem(path, issue.line_of(*loc, at=at) if loc else 1, field, message, severity))
 
     size = html_size(rendered)
     if size >= SIZE_ERROR:
@@ -48,14 +48,13 @@ def check_issue(issue: Issue, path: Path, settings: Settings, rendered: Rendered
     elif len(issue.preheader) > PREHEADER_MAX:
         add(("preheader",), f"preheader is {len(issue.preheader)} characters; inboxes show about "
             f"{PREHEADER_MAX}")
-    prose: list[tuple[tuple[str | int, ...], str | None]] = [(("intro",), issue.intro), (("outro",), issue.outro)]
-    prose += [(("sections", i, "body"), s.body) for i, s in enumerate(issue.sections)]
-    for loc, text in prose:
-        for alt, src in _MD_IMAGE.findall(text or ""):
+    for loc, text in issue.texts():
+        for m in _MD_IMAGE.finditer(text):
+            alt, src = m.groups()
             if not alt.strip():
-                add(loc, f"image {src} has no alt text: write ![what it shows]({src})", "error")
+                add(loc, f"image {src} has no alt text: write ![what it shows]({src})", "error", m.start())
             if not src.lower().startswith("https://"):
-                add(loc, f"image {src} is not https: many mail clients block it")
+                add(loc, f"image {src} is not https: many mail clients block it", at=m.start())
     cfg = settings.path or "newsletter.toml"
     if settings.brand.logo and not settings.brand.logo.startswith("https://"):
         found.append(Problem(cfg, settings.line_of("logo"), "brand.logo",

@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
 
-from .ledger import IN_FLIGHT, RETRY, SENT, Ledger
+from .errors import NewsletterError
+from .ledger import IN_FLIGHT, SENT, Ledger
 from .personalize import Personalizer
 from .providers.base import BatchResult, Personalization, Provider
 from .subscribers import Subscriber, SubscriberList
@@ -160,16 +161,14 @@ class Dispatcher:
                 self.ledger.mark_in_flight(batch_id, self.provider.name, remaining)
             try:
                 result = self.provider.send(self.envelope, remaining)
-            except Exception as e:
-                from .errors import NewsletterError
-
-                if isinstance(e, NewsletterError) and self.ledger and self.record:
+            except NewsletterError as e:
+                if self.ledger and self.record:
                     # providers raise only before handing anything over: nothing was sent
                     self.ledger.record(BatchResult(retry={p.email: str(e) for p in remaining}))
                 raise
             self.report.requests += 1
             if self.ledger and self.record:
-                self.ledger.record(result, retry_state=RETRY)
+                self.ledger.record(result)
             self.report.sent += len(result.sent)
             self.report.failed.update(result.failed)
             self.report.unknown.extend(result.unknown)

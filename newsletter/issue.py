@@ -15,6 +15,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.scalarstring import LiteralScalarString
 
 from . import merge
 from .errors import IssueError, Problem
@@ -113,9 +114,21 @@ class Issue(_Model):
     sections: list[Section] = Field(min_length=1)
     _root: Any = PrivateAttr(default=None)  # the YAML tree, for locating later findings
 
-    def line_of(self, *loc: str | int) -> int | None:
-        """The issue file's line for a field path, e.g. line_of("sections", 2, "image")."""
-        return _line_for(self._root, loc) if self._root is not None else None
+    def line_of(self, *loc: str | int, at: int | None = None) -> int | None:
+        """The issue file's line for a field path, e.g. line_of("sections", 2, "image");
+        with `at`, the line of that character offset inside a `|` block's text."""
+        if self._root is None:
+            return None
+        line = _line_for(self._root, loc)
+        value: Any = self._root
+        for part in loc:
+            try:
+                value = value[part]
+            except (KeyError, IndexError, TypeError):
+                return line
+        if at is not None and line is not None and isinstance(value, LiteralScalarString):
+            line += 1 + value[:at].count("\n")  # a literal block starts below its key, verbatim
+        return line
 
     @field_validator("subject", mode="before")
     @classmethod
@@ -149,6 +162,15 @@ class Issue(_Model):
     @property
     def heading(self) -> str:
         return self.title or self.subject
+
+    def texts(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(field path, text) of every field that may hold merge fields or Markdown."""
+        found: list[tuple[tuple[str | int, ...], str | None]] = [
+            (("subject",), self.subject), (("title",), self.title),
+            (("intro",), self.intro), (("outro",), self.outro),
+        ]
+        found += [(("sections", i, "body"), s.body) for i, s in enumerate(self.sections)]
+        return [(loc, text) for loc, text in found if text]
 
 
 # --- loading ----------------------------------------------------------------------------------------
@@ -190,6 +212,9 @@ def _message(err: Mapping[str, Any]) -> str:
         return "unknown field; check the spelling (see the issue-file reference in README.md)"
     if kind == "missing":
         return "required field is missing"
+    if kind == "string_type":
+        # e.g. `body: ![img](...)`: YAML reads a leading ! as a tag, [ or { as a list or mapping
+        return "must be text; quote it, or write Markdown as a `|` block on the next lines"
     msg = err["msg"]
     return msg.removeprefix("Value error, ")
 

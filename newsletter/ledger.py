@@ -107,12 +107,12 @@ class Ledger:
                 [(self.issue, p.email.casefold(), p.email, batch_id, provider, now, now) for p in batch],
             )
 
-    def record(self, result: BatchResult, *, retry_state: str = RETRY) -> None:
-        """Write what the provider said; addresses still to retry go back to `retry_state`."""
+    def record(self, result: BatchResult) -> None:
+        """Write what the provider said; an unknown fate stays in flight."""
         now = _now()
         rows = [(SENT, a, now, e) for e, a in result.sent.items()]
         rows += [(FAILED, a, now, e) for e, a in result.failed.items()]
-        rows += [(retry_state, a, now, e) for e, a in result.retry.items()]
+        rows += [(RETRY, a, now, e) for e, a in result.retry.items()]
         rows += [(IN_FLIGHT, a, now, e) for e, a in result.unknown.items()]  # fate unknown: stays
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")

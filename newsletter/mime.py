@@ -50,11 +50,13 @@ class _MailPolicy(EmailPolicy):
 
 
 POLICY = _MailPolicy()
+# smtplib.send_message serialized with the message's policy and CRLF; SMTPUTF8 adds utf8=True
+_WIRE = POLICY.clone(linesep="\r\n")
+_WIRE_UTF8 = _WIRE.clone(utf8=True)
 
 
-def build_message(envelope: Envelope, p: Personalization) -> EmailMessage:
-    """The complete message for one recipient, headers included (RFC 5322, RFC 8058)."""
-    subject, html, text = envelope.fill(p)
+def _head(envelope: Envelope, p: Personalization, subject: str) -> EmailMessage:
+    """The top-level headers of one recipient's message (no body yet)."""
     msg = EmailMessage(policy=POLICY)
     msg["From"] = formataddr((envelope.from_name, envelope.from_email))
     msg["To"] = Address(display_name=p.name, addr_spec=p.email) if p.name else p.email
@@ -66,11 +68,77 @@ def build_message(envelope: Envelope, p: Personalization) -> EmailMessage:
     msg["X-Newsletter-Issue"] = envelope.issue_id
     for name, value in p.headers.items():
         msg[name] = value
+    return msg
+
+
+def build_message(envelope: Envelope, p: Personalization) -> EmailMessage:
+    """The complete message for one recipient, headers included (RFC 5322, RFC 8058)."""
+    subject, html, text = envelope.fill(p)
+    msg = _head(envelope, p, subject)
     # text first, HTML last: clients show the last alternative they can render
     # decided once per issue on the shared parts: personal values do not change the balance
     msg.set_content(text, subtype="plain", charset="utf-8", cte=transfer_encoding(envelope.text))
     msg.add_alternative(html, subtype="html", charset="utf-8", cte=transfer_encoding(envelope.html))
     return msg
+
+
+def message_bytes(envelope: Envelope, p: Personalization, *, utf8: bool = False) -> tuple[bytes, str]:
+    """(message, Message-ID): what smtplib.send_message(build_message(envelope, p)) would send,
+    CRLF line endings, at a tenth of the cost (the email package's body encoders and generator are
+    pure Python: ~3 ms of the ~3.5 ms per message). utf8: for SMTPUTF8 (a non-ASCII address).
+
+    The headers go through the same policy, so they are byte for byte build_message's; the bodies
+    are spliced into a skeleton made once per envelope, encoded by the C codecs. base64 comes out
+    identical; quoted-printable may break lines elsewhere but decodes to the same text."""
+    subject, html, text = envelope.fill(p)
+    head = _head(envelope, p, subject)
+    policy = _WIRE_UTF8 if utf8 else _WIRE
+    before, between, after, text_cte, html_cte = _skeleton(envelope)
+    data = b"".join([
+        *(policy.fold_binary(name, value) for name, value in head.raw_items()),
+        before, _encode(text, text_cte), between, _encode(html, html_cte), after,
+    ])  # fmt: skip
+    return data, str(head["Message-ID"])
+
+
+_Skeleton = tuple[bytes, bytes, bytes, str, str]  # before text, between, after HTML, the two CTEs
+# id(envelope) -> (envelope, skeleton): the entry keeps its envelope alive, so the id cannot be
+# reused meanwhile; an lru_cache would hash the envelope by value, i.e. its ~60 KB of text
+_skeletons: dict[int, tuple[Envelope, _Skeleton]] = {}
+
+
+def _skeleton(envelope: Envelope) -> _Skeleton:
+    """Everything after the top-level headers except the two bodies, for this envelope."""
+    hit = _skeletons.get(id(envelope))
+    if hit is not None and hit[0] is envelope:
+        return hit[1]
+    text_cte, html_cte = transfer_encoding(envelope.text), transfer_encoding(envelope.html)
+    # build_message's own calls on empty bodies, flattened the way send_message did: the part
+    # headers (MIME-Version in the HTML part too), blank lines and delimiters are then exactly its
+    msg = EmailMessage(policy=POLICY)
+    msg.set_content("", subtype="plain", charset="utf-8", cte=text_cte)
+    msg.add_alternative("", subtype="html", charset="utf-8", cte=html_cte)
+    text_part, html_part = msg.iter_parts()
+    text_part.set_payload("\0text\0")
+    html_part.set_payload("\0html\0")
+    # One boundary for the whole envelope is safe: a delimiter line starts with "--" and the
+    # generator's boundary with "==". No base64 line starts with "-", and in quoted-printable "="
+    # is always followed by two hex digits or the line end, so no body line can be a delimiter.
+    before, rest = msg.as_bytes(policy=_WIRE).split(b"\0text\0")
+    between, after = rest.split(b"\0html\0")
+    skeleton = (before, between, after, text_cte, html_cte)
+    if len(_skeletons) >= 4:  # a send uses one envelope; tests and the preview a few
+        del _skeletons[next(iter(_skeletons))]
+    _skeletons[id(envelope)] = (envelope, skeleton)
+    return skeleton
+
+
+def _encode(body: str, cte: str) -> bytes:
+    """One body as set_content stores it (lines joined with "\\n", a final one), then encoded,
+    with CRLF line endings."""
+    data = b"\n".join(body.encode("utf-8").splitlines()) + b"\n"
+    encoded = base64.encodebytes(data) if cte == "base64" else quopri.encodestring(data)
+    return encoded.replace(b"\n", b"\r\n")
 
 
 @lru_cache(maxsize=16)

@@ -109,3 +109,14 @@ def test_environment_overrides_config(project, cli):
 def test_usage_errors_exit_2(cli, project):
     assert cli("check", cwd=project.root).code == 2
     assert cli("nonsense", cwd=project.root).code == 2
+
+
+def test_markdown_images_need_alt_text_and_https(project, cli):
+    project.write_issue(SMALL_ISSUE.replace("body: Plain prose with", "body: |\n      First line.\n\n"
+                                            "      ![](https://example.org/a.png) and\n"
+                                            "      ![a chart](http://example.org/b.png) plain prose with"))
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    assert r.code == 1
+    # the line of the image itself, inside the `|` block
+    assert "issues/issue.yaml:27: sections.1.body: image https://example.org/a.png has no alt text" in r.err
+    assert "issues/issue.yaml:28: sections.1.body: warning: image http://example.org/b.png is not https" in r.err

@@ -73,6 +73,12 @@ def test_missing_required_fields_point_at_their_parent():
     assert "issues/x.yaml:3: sections.0.body: required field is missing" in found
 
 
+def test_unquoted_yaml_special_characters_get_a_hint():
+    found = problems(VALID.replace("body: Text", "body: ![chart](https://example.org/a.png)"))
+    assert found == ["issues/x.yaml:5: sections.0.body: must be text; quote it, or write Markdown as a `|` "
+                     "block on the next lines"]
+
+
 def test_empty_sections_is_an_error():
     found = problems("subject: S\ndate: 2021-03-31\nsections: []\n")
     assert found[0].startswith("issues/x.yaml:3: sections:")

@@ -130,7 +130,8 @@ class SMTPProvider:
                 smtp.login(s.username, s.password or "")
         except smtplib.SMTPAuthenticationError as e:
             smtp.close()
-            reply = e.smtp_error.decode("utf-8", "replace")
+            raw = e.smtp_error
+            reply = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
             if s.password:  # a server should never echo it, but make sure we never print it
                 reply = reply.replace(s.password, "***")
             raise ConfigError(
