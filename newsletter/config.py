@@ -169,7 +169,10 @@ def load_settings(path: Path | None = None, env: dict[str, str] | None = None) -
             loc = ".".join(str(p) for p in err["loc"])
             line = _line_of(text, str(err["loc"][-1])) if text else None
             where = f"{path}:{line}" if line else f"{path or 'environment'}"
-            lines.append(f"{where}: {loc}: {err['msg'].removeprefix('Value error, ')}")
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown setting; check the spelling (see Configuration in README.md)"
+            lines.append(f"{where}: {loc}: {msg}")
         raise ConfigError("\n".join(lines)) from None
     if not settings.state_dir.is_absolute():
         settings.state_dir = root / settings.state_dir

@@ -120,3 +120,13 @@ def test_markdown_images_need_alt_text_and_https(project, cli):
     # the line of the image itself, inside the `|` block
     assert "issues/issue.yaml:27: sections.1.body: image https://example.org/a.png has no alt text" in r.err
     assert "issues/issue.yaml:28: sections.1.body: warning: image http://example.org/b.png is not https" in r.err
+
+
+def test_unknown_setting_is_located(project, cli):
+    cfg = project.root / "newsletter.toml"
+    cfg.write_text(cfg.read_text().replace("[smtp]\n", "[smtp]\nhots = \"x\"\n"))
+    project.write_issue(SMALL_ISSUE)
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    line = cfg.read_text().splitlines().index('hots = "x"') + 1
+    assert r.code == 1
+    assert f"newsletter.toml:{line}: smtp.hots: unknown setting; check the spelling" in r.err
