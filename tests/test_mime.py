@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import random
+import re
 from email import policy
+from urllib.parse import quote
 
-from newsletter.mime import build_message
+import pytest
+
+from newsletter.mime import POLICY, build_message, message_bytes, transfer_encoding
 from newsletter.providers.base import Envelope, Personalization
 
 URL = "https://example.org/unsubscribe?email=anna%40example.com&token=N5z7GOICQQNxqxILaqY1cg"
@@ -49,7 +54,165 @@ def test_ascii_subjects_and_names_are_untouched():
 
 
 def test_bodies_travel_in_the_smaller_encoding():
-    from newsletter.mime import transfer_encoding
-
     assert transfer_encoding("Plain English prose with a café. " * 100) == "quoted-printable"
     assert transfer_encoding("<p>Привет, читатель! Самообучение в компьютерном зрении.</p>" * 100) == "base64"
+
+
+# --- message_bytes: what SMTP sends, without the email package's serializer -------------------
+
+
+NAMES = ["Анна Петрова", "Tom & <Jerry>", "Smith, John", "🎉 Party 🎉", "", "O'Brien", 'The "Boss"',
+         "Émile Zola", "x" * 90, "Петрова, Анна", "Очень Длинное Имя Читателя С Отчеством Константиновна"]
+HTML_BODIES = {
+    "cyrillic": "<html><body>" + "<p class=\"x\">Привет, NLMF1H! Самообучение и трансформеры.</p>\n" * 300
+                + "</body></html>",
+    "english": "<p>Dear NLMF1H,</p>\n" + "<p>Plain English prose with a café and more words.</p>\n" * 200,
+    "tricky": "<p>NLMF1H</p>\r\n-- \r\n.\r\nFrom here\rtrailing   \n\ttab\t\n" + "y" * 1500
+              + "\n--===============8386004786356578373==\n",  # a boundary of the generator's shape
+    "empty": "",
+}
+TEXT_BODIES = {
+    "english": "Dear NLMF1T,\n\n" + "Plain English prose with a café, = signs and more words.\n" * 100
+               + "-- \nUnsubscribe: NLMF0T\n",
+    "cyrillic": "Здравствуйте, NLMF1T!\n" + "Самообучение в компьютерном зрении.\n" * 100 + "NLMF0T",
+    "tricky": "NLMF1T\r\n.\r\n..\rFrom me\n \n\t\nz" + "=" * 1200 + "\n\n\n",
+    "empty": "",
+}
+SUBJECTS = ["Привет, NLMF1T", "The March digest: " + " long words" * 12, "Hi NLMF1T", "🎉 & <b>", ""]
+
+
+def _envelope(rng: random.Random) -> Envelope:
+    subject = rng.choice([*SUBJECTS, " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 25)))])
+    return Envelope("2021-03", "digest@example.org", rng.choice(["Нейродайджест", "The Newsletter", "A, B & C"]),
+                    rng.choice([None, "editor@example.org", "Редакция <editor@example.org>"]), subject,
+                    rng.choice(list(HTML_BODIES.values())), rng.choice(list(TEXT_BODIES.values())), 2)
+
+
+def _person(rng: random.Random, i: int, email: str | None = None) -> Personalization:
+    name = rng.choice(NAMES)
+    email = email or f"reader{i}@example.com"
+    url = f"https://example.org/unsubscribe?email={quote(email)}&token=" + "".join(
+        rng.choice("abcdefghijklmnopqrstuvwxyz0123456789-_") for _ in range(rng.choice([22, 120, 400])))
+    escaped = name.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    headers = rng.choice([{}, {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+                          {"List-Unsubscribe": f"<{url}>, <mailto:unsubscribe@example.org?subject=unsubscribe%20{i}>"}])
+    return Personalization(email, name, (url, name), (url.replace("&", "&amp;"), escaped), headers)
+
+
+def _reference(envelope: Envelope, p: Personalization, utf8: bool = False) -> bytes:
+    """build_message's bytes as SMTP carries them."""
+    return build_message(envelope, p).as_bytes(policy=POLICY.clone(linesep="\r\n", utf8=utf8))
+
+
+def _normalized(raw: bytes) -> bytes:
+    raw = re.sub(rb"(?m)^(Date|Message-ID): .*\r\n", rb"\1: X\r\n", raw)
+    return re.sub(rb"={15}\d{19}==(\.\d+)?", b"BOUNDARY", raw)
+
+
+def _assert_same(new: bytes, old: bytes) -> None:
+    assert b"\r" not in new.replace(b"\r\n", b"") and b"\n" not in new.replace(b"\r\n", b"")  # CRLF only
+    assert max(len(line) for line in new.split(b"\r\n")) <= 998
+    a, b = (email.message_from_bytes(raw, policy=policy.default) for raw in (new, old))
+    assert not a.defects and not b.defects
+    skip = {"Date", "Message-ID", "Content-Type"}
+    assert [(k, str(v)) for k, v in a.items() if k not in skip] == [(k, str(v)) for k, v in b.items() if k not in skip]
+    assert a.get_content_type() == b.get_content_type() == "multipart/alternative"
+    assert new.count(b"\r\n--" + a.get_boundary().encode()) == 3  # only the three delimiters
+    for x, y in zip(a.iter_parts(), b.iter_parts(), strict=True):
+        assert [(k, str(v)) for k, v in x.items()] == [(k, str(v)) for k, v in y.items()]
+        assert x.get_content_charset() == y.get_content_charset() == "utf-8"
+        assert x["Content-Transfer-Encoding"] == y["Content-Transfer-Encoding"]
+        # a quoted-printable line break decodes to the line ending it travelled with
+        assert x.get_content().replace("\r\n", "\n") == y.get_content().replace("\r\n", "\n")
+        if old.endswith(b"\r\n"):  # both as SMTP carries them: the very same bytes
+            assert x.get_payload(decode=True) == y.get_payload(decode=True)
+
+
+def test_message_bytes_is_build_message():
+    rng = random.Random(2024)
+    seen = set()
+    for i in range(150):
+        envelope, p = _envelope(rng), _person(rng, i)
+        new, message_id = message_bytes(envelope, p)
+        _assert_same(new, build_message(envelope, p).as_bytes())
+        old = _reference(envelope, p)
+        _assert_same(new, old)
+        parsed = email.message_from_bytes(new, policy=policy.default)
+        assert parsed["Message-ID"] == message_id and parsed["Date"].datetime.tzinfo is not None
+        assert parsed["Subject"] == envelope.fill(p)[0]
+        if "List-Unsubscribe" in p.headers:
+            assert parsed["List-Unsubscribe"] == p.headers["List-Unsubscribe"]
+        ctes = (transfer_encoding(envelope.text), transfer_encoding(envelope.html))
+        seen.update(ctes)
+        if ctes == ("base64", "base64"):  # the C encoder gives the very same bytes
+            assert _normalized(new) == _normalized(old)
+        else:  # quoted-printable: the same header block; lines may break elsewhere
+            assert _normalized(new).split(b"\r\n\r\n")[0] == _normalized(old).split(b"\r\n\r\n")[0]
+    assert seen == {"base64", "quoted-printable"}
+
+
+def test_lines_starting_with_from_arrive_intact():
+    # smtplib.send_message flattened with mangle_from_=True (an mbox habit): a quoted-printable
+    # line "From here" arrived as ">From here"
+    envelope = Envelope("2021-03", "d@example.org", "D", None, "S", "<p>NLMF1H</p>\nFrom here on.\n",
+                        "Hi\nFrom me, NLMF1T\n", 2)
+    p = Personalization("a@example.com", "Ann", ("u", "Ann"), ("u", "Ann"), {})
+    text, html = email.message_from_bytes(message_bytes(envelope, p)[0], policy=policy.default).iter_parts()
+    assert text["Content-Transfer-Encoding"] == "quoted-printable"
+    assert text.get_content() == "Hi\r\nFrom me, Ann\r\n"
+    assert html.get_content() == "<p>Ann</p>\r\nFrom here on.\r\n"
+
+
+def test_message_bytes_for_smtputf8():
+    # send_message serialized for a non-ASCII address with utf8=True: headers travel as UTF-8
+    rng = random.Random(8)
+    for i in range(30):
+        address = f"anna{i}@пример.рф" if i % 2 else f"анна{i}@example.com"
+        envelope, p = _envelope(rng), _person(rng, i, email=address)
+        if not address.split("@")[0].isascii():  # with a name, Address() refuses such a local part
+            p = dataclasses.replace(p, name="")
+        new, _ = message_bytes(envelope, p, utf8=True)
+        old = _reference(envelope, p, utf8=True)
+        assert address.encode() in new
+        assert _normalized(new).split(b"\r\n\r\n")[0] == _normalized(old).split(b"\r\n\r\n")[0]
+        _assert_same(new, old)
+
+
+def test_each_envelope_gets_its_own_skeleton():
+    p = Personalization("a@example.com", "Ann", ("u", "Ann"), ("u", "Ann"), {})
+    for i in range(12):  # more envelopes than the cache keeps, alternating the encodings
+        html = "<p>Привет NLMF1H</p>" * 50 if i % 2 else "<p>Hello NLMF1H</p>"
+        envelope = Envelope(f"2021-{i:02}", "d@example.org", "D", None, f"S{i}", html, f"T{i} NLMF1T", 2)
+        for _ in range(2):
+            _assert_same(message_bytes(envelope, p)[0], _reference(envelope, p))
+
+
+def test_a_line_break_in_a_value_is_refused_like_build_message():
+    envelope = Envelope("2021-03", "d@example.org", "D", None, "Hi NLMF1T", "<p>NLMF1H</p>", "NLMF1T", 2)
+    p = Personalization("a@example.com", "Ann", ("u", "Ann\r\nBcc: x@example.com"), ("u", "Ann"), {})
+    for build in (build_message, message_bytes):
+        with pytest.raises(ValueError):
+            build(envelope, p)
+
+
+def test_non_ascii_addresses_over_smtp(serve):
+    # send_message's SMTPUTF8 handling, now in SMTPProvider: used when offered, a failure if not
+    from newsletter.config import SMTPSettings
+    from newsletter.providers.smtp import SMTPProvider
+    from smtp_server import Recorder
+
+    envelope = Envelope("2021-03", "d@example.org", "D", None, "Привет NLMF1T", "<p>NLMF1H</p>", "NLMF1T", 2)
+    anna = Personalization("анна@пример.рф", "", ("u", "Анна"), ("u", "Анна"), {})
+    handler = Recorder()
+    for utf8, expected in ((True, "sent"), (False, "failed")):
+        smtp = SMTPProvider(SMTPSettings(host="127.0.0.1", port=serve(handler, enable_SMTPUTF8=utf8), timeout=5))
+        try:
+            result = smtp.send(envelope, [anna])
+        finally:
+            smtp.close()
+        assert list(getattr(result, expected)) == ["анна@пример.рф"]
+    assert "SMTPUTF8" in result.failed["анна@пример.рф"]
+    ((_, rcpts, msg, _),) = handler.messages
+    # the recorder parses without utf8: raw UTF-8 header bytes come back surrogate-escaped
+    assert rcpts == ["анна@пример.рф"] and str(msg["To"]).encode("utf-8", "surrogateescape").decode() == rcpts[0]
+    assert msg["Subject"] == "Привет Анна" and msg.get_body(("plain",)).get_content().strip() == "Анна"

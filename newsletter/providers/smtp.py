@@ -5,11 +5,10 @@ from __future__ import annotations
 import smtplib
 import ssl
 from email.errors import MessageError
-from email.message import EmailMessage
 
 from ..config import SMTPSettings
 from ..errors import ConfigError
-from ..mime import build_message
+from ..mime import message_bytes
 from .base import BatchResult, Envelope, Personalization
 
 
@@ -40,13 +39,15 @@ class SMTPProvider:
             raise self._fatal
         result = BatchResult()
         for i, p in enumerate(batch):
+            # a non-ASCII address needs SMTPUTF8, and the headers then travel as UTF-8
+            utf8 = not (envelope.from_email + p.email).isascii()
             try:
-                msg = build_message(envelope, p)
+                data, message_id = message_bytes(envelope, p, utf8=utf8)
             except (ValueError, MessageError) as e:  # e.g. a line break in a name: no retry helps
                 result.failed[p.email] = f"cannot build the message: {e}"
                 continue
             try:
-                outcome, text = self._deliver(msg, envelope.from_email, p.email)
+                outcome, text = self._deliver(data, message_id, envelope.from_email, p.email, utf8)
             except _Down as e:
                 # a dead server stays dead for a while: leave the rest to the dispatcher's backoff
                 for q in batch[i:]:
@@ -76,12 +77,14 @@ class SMTPProvider:
         finally:
             smtp.close()
 
-    def _deliver(self, msg: EmailMessage, from_addr: str, to: str) -> tuple[str, str]:
+    def _deliver(
+        self, data: bytes, message_id: str, from_addr: str, to: str, utf8: bool
+    ) -> tuple[str, str]:
         """("sent" | "failed" | "retry", answer) for one message; raises _Down when unreachable."""
         for attempt in (1, 2):
             smtp = self._smtp or self._connect()
             try:
-                refused = smtp.send_message(msg, from_addr=from_addr, to_addrs=[to])
+                refused = _sendmail(smtp, data, from_addr, to, utf8)
             except smtplib.SMTPRecipientsRefused as e:
                 code, text = e.recipients.get(to, (0, b"recipient refused"))
                 return self._outcome(smtp, code, text)
@@ -96,7 +99,7 @@ class SMTPProvider:
                 continue  # the server may just have closed an idle connection: reconnect once
             if to in refused:
                 return self._outcome(smtp, *refused[to])
-            return "sent", str(msg["Message-ID"])
+            return "sent", message_id
         raise AssertionError("unreachable")
 
     def _outcome(self, smtp: smtplib.SMTP, code: int, text: bytes | str) -> tuple[str, str]:
@@ -157,6 +160,23 @@ class SMTPProvider:
         smtp, self._smtp = self._smtp, None
         if smtp is not None:
             smtp.close()
+
+
+def _sendmail(
+    smtp: smtplib.SMTP, data: bytes, from_addr: str, to: str, utf8: bool
+) -> dict[str, tuple[int, bytes]]:
+    """smtp.send_message without its serialization (~1.8 ms a message: mime.message_bytes has
+    done it), with the same checks and options, so the same errors reach _deliver."""
+    smtp.ehlo_or_helo_if_needed()
+    options: tuple[str, ...] = ()
+    if utf8:
+        if not smtp.has_extn("smtputf8"):
+            raise smtplib.SMTPNotSupportedError(
+                "One or more source or delivery addresses require internationalized email "
+                "support, but the server does not advertise the required SMTPUTF8 capability"
+            )
+        options = ("SMTPUTF8", "BODY=8BITMIME")
+    return smtp.sendmail(from_addr, [to], data, options)
 
 
 def _describe(e: BaseException) -> str:
