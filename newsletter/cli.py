@@ -201,7 +201,7 @@ def send(ctx: _Context, issue: Path, list_spec: str, really: bool, yes: bool, te
         if campaign.throwaway_secret:
             err.print("warning: NEWSLETTER_SECRET is not set; the sample unsubscribe links use a "
                       "throwaway key. Set it before --send.", style="yellow")
-        out.print(f"Wrote {campaign.outbox}/: {campaign.stem}.html, {campaign.stem}.txt, recipients.csv, "
+        out.print(f"Wrote {campaign.outbox}/: {campaign.stem}.html, .txt, .mjml, recipients.csv, "
                   f"sample .eml files, report-dry-run.json", markup=False)
         hint = f"newsletter send {issue} --list {list_spec} --send"
         out.print(f"This was a dry run. To send a test copy: add --test; to send: [bold]{hint}[/]")
