@@ -439,14 +439,20 @@ def section_smtp(ws: Workspace, n: int) -> None:
                 raise RuntimeError(f"SMTP send to {k:,} reported {report['sent']:,} sent")
             return r
 
-        base = median_run([ours(1) for _ in range(3)])
+        def rates(label_1: str, label_n: str, base: Run, big: Run) -> float:
+            """Print one tool's figures; the rate with its start-up subtracted."""
+            rate = (n - 1) / (big.wall - base.wall)
+            line(label_1, secs(base.wall))
+            line(label_n, secs(big.wall))
+            line("  messages per second, end to end (N / T_N)", f"{n / big.wall:9.1f} /s")
+            line("  messages per second, start-up subtracted", f"{rate:9.1f} /s")
+            line("  per message, start-up subtracted", us(1 / rate))
+            return rate
+
         big = ours(n)
-        rate = (n - 1) / (big.wall - base.wall)
-        line("newsletter send --provider smtp, 1 recipient (median of 3)", secs(base.wall))
-        line(f"newsletter send --provider smtp, {n:,} recipients", secs(big.wall))
-        line("  messages per second, end to end (N / T_N)", f"{n / big.wall:9.1f} /s")
-        line("  messages per second, start-up subtracted", f"{rate:9.1f} /s")
-        line("  per message, start-up subtracted", us(1 / rate))
+        rate = rates("newsletter send --provider smtp, 1 recipient (median of 3)",
+                     f"newsletter send --provider smtp, {n:,} recipients",
+                     median_run([ours(1) for _ in range(3)]), big)
 
         if not mailmerge_available():
             note(f"mailmerge comparison SKIPPED: {MAILMERGE} not found; install it with:")
@@ -456,12 +462,8 @@ def section_smtp(ws: Workspace, n: int) -> None:
         mm_base = median_run([mailmerge_run(template, config, mailmerge_database(ws, 1), dry=False)
                               for _ in range(3)])
         mm_big = mailmerge_run(template, config, mailmerge_database(ws, n), dry=False)
-        mm_rate = (n - 1) / (mm_big.wall - mm_base.wall)
-        line("mailmerge --no-dry-run, 1 row (median of 3)", secs(mm_base.wall))
-        line(f"mailmerge --no-dry-run --no-limit, {n:,} rows", secs(mm_big.wall))
-        line("  messages per second, end to end (N / T_N)", f"{n / mm_big.wall:9.1f} /s")
-        line("  messages per second, start-up subtracted", f"{mm_rate:9.1f} /s")
-        line("  per message, start-up subtracted", us(1 / mm_rate))
+        mm_rate = rates("mailmerge --no-dry-run, 1 row (median of 3)",
+                        f"mailmerge --no-dry-run --no-limit, {n:,} rows", mm_base, mm_big)
         line("rate ratio ours / mailmerge (start-up subtracted; > 1 = we are faster)", f"{rate / mm_rate:9.2f} x")
         line("rate ratio ours / mailmerge (end to end)", f"{(n / big.wall) / (n / mm_big.wall):9.2f} x")
         note("note: we keep one connection and write the send record (SQLite) before and after each message;")
