@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -64,7 +65,7 @@ class Settings(_Section):
     unsubscribe_mailto: str | None = None
     view_online_url: str | None = None  # template with {issue}
     preview: list[str] = Field(default_factory=list)
-    provider: Literal["dry-run", "sendgrid", "smtp"] = "sendgrid"
+    provider: Literal["sendgrid", "smtp"] = "sendgrid"  # used by --send; without it, a dry run
     brand: Brand = Field(default_factory=Brand)
     smtp: SMTPSettings = Field(default_factory=SMTPSettings)
     sendgrid: SendGridSettings = Field(default_factory=SendGridSettings)
@@ -74,6 +75,39 @@ class Settings(_Section):
     retry_backoff: float = Field(default=2.0, ge=0)  # seconds before the 2nd try; doubles
     root: Path = Path(".")
     path: Path | None = None
+
+    @field_validator("from_email", "reply_to", "unsubscribe_mailto")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[^@\s<>,]+@[^@\s<>,]+\.[^@\s<>,]+", v):
+            raise ValueError(f"{v!r} is not an email address like name@example.org")
+        return v
+
+    @field_validator("preview")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        return [cls._address(a) or "" for a in v]
+
+    @field_validator("unsubscribe_url")
+    @classmethod
+    def _unsubscribe(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.startswith("https://"):
+            raise ValueError("must be an https:// URL (RFC 8058 one-click unsubscribe requires https)")
+        _fields(v, {"email", "token"})
+        if "{token}" not in v:
+            raise ValueError("must contain {token}: without it anyone could unsubscribe anyone")
+        return v
+
+    @field_validator("view_online_url")
+    @classmethod
+    def _view_online(cls, v: str | None) -> str | None:
+        if v is not None:
+            if not v.startswith(("https://", "http://")):
+                raise ValueError("must be an http(s) URL")
+            _fields(v, {"issue"})
+        return v
 
     @property
     def templates_dir(self) -> Path:
@@ -90,6 +124,17 @@ class Settings(_Section):
         from email.utils import formataddr
 
         return formataddr((self.from_name or self.name, self.from_email))
+
+
+def _fields(template: str, allowed: set[str]) -> None:
+    """Refuse {placeholders} other than `allowed` (and broken braces) in a URL template."""
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as e:
+        raise ValueError(f"{e}; write a literal brace as {{{{ or }}}}") from None
+    if names - allowed:
+        raise ValueError(f"unknown placeholder {{{sorted(names - allowed)[0]}}}; use "
+                         + " and ".join("{" + a + "}" for a in sorted(allowed)))
 
 
 # environment variable -> (section or None, key); applied over the file

@@ -130,3 +130,22 @@ def test_unknown_setting_is_located(project, cli):
     line = cfg.read_text().splitlines().index('hots = "x"') + 1
     assert r.code == 1
     assert f"newsletter.toml:{line}: smtp.hots: unknown setting; check the spelling" in r.err
+
+
+def test_url_templates_and_addresses_are_checked_at_load(project, cli):
+    project.write_issue(SMALL_ISSUE)
+    cfg = project.root / "newsletter.toml"
+    good = cfg.read_text()
+    for bad, message in [
+        ('unsubscribe_url = "https://example.org/u?e={mail}&t={token}"', "unknown placeholder {mail}; use {email} and {token}"),
+        ('unsubscribe_url = "https://example.org/u?e={email}"', "must contain {token}"),
+        ('unsubscribe_url = "http://example.org/u?t={token}"', "must be an https:// URL"),
+        ('from_email = "digest at example.org"', "is not an email address"),
+    ]:
+        key = bad.split(" =")[0]
+        lines = [bad if line.startswith(key + " =") else line for line in good.splitlines()]
+        cfg.write_text("\n".join(lines) + "\n")
+        r = cli("check", "issues/issue.yaml", cwd=project.root)
+        line = lines.index(bad) + 1
+        assert r.code == 1 and f"newsletter.toml:{line}: {key}: " in r.err and message in r.err, r.err
+        assert "Traceback" not in r.err
