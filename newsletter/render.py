@@ -246,7 +246,8 @@ def render_issue(issue: Issue, settings: Settings, stem: str) -> Rendered:
         text = env.get_template(f"{issue.template}.txt.j2").render(**context)
     except TemplateNotFound as e:
         raise NewsletterError(
-            f"{templates / str(e.name)}: template not found; create it or set `template:` in the issue"
+            f"{templates / str(e.name)}: template not found; templates are looked up in templates/ "
+            "beside newsletter.toml: run from the project root or pass --config (or fix `template:`)"
         ) from None
     except UndefinedError as e:
         raise NewsletterError(f"{templates}/{issue.template}.*.j2: {e.message}") from None

@@ -59,8 +59,14 @@ class SubscriberList:
                 f"{self.path}: no such subscriber list; create it (a CSV with an `email` column) "
                 "or pass --list with a list name from subscribers/ or a path"
             )
-        with self.path.open(newline="", encoding="utf-8-sig") as f:
-            header = next(csv.reader(f), None)
+        try:
+            with self.path.open(newline="", encoding="utf-8-sig") as f:
+                header = next(csv.reader(f), None)
+        except UnicodeDecodeError as e:
+            raise SubscriberListError(
+                f"{self.path}: not UTF-8 ({e.reason} at byte {e.start}); save the list as UTF-8 "
+                "(in a spreadsheet: CSV UTF-8)"
+            ) from None
         if not header or "email" not in [h.strip().lower() for h in header]:
             raise SubscriberListError(f"{self.path}:1: the header row needs an `email` column")
         self.columns = [h.strip() for h in header]

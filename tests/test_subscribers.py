@@ -75,3 +75,11 @@ def test_bom_and_blank_lines_are_tolerated(project):
     path.write_bytes("\ufeffemail,name\r\na@example.com,A\r\n\r\nb@example.com,B\r\n".encode())
     subs = SubscriberList(path)
     assert [(s.email, s.line) for s in subs] == [("a@example.com", 2), ("b@example.com", 4)]
+
+
+def test_a_list_that_is_not_utf8_is_refused_with_a_hint(project):
+    path = project.root / "subscribers" / "latin1.csv"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes("email,name\njérôme@example.com,Jérôme\n".encode("latin-1"))
+    with pytest.raises(SubscriberListError, match=r"latin1.csv: not UTF-8 .*save the list as UTF-8"):
+        list(SubscriberList(path))
