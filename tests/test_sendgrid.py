@@ -415,3 +415,45 @@ def test_prism_rejection_fails_the_batch_readably(prism: str, change: dict, wher
     # Prism always answers with the spec's static example body, passed through as SendGrid's words
     assert result.failed["reader1@example.com"].startswith("SendGrid: 400 Bad Request: error message")
     assert [v["location"] for v in violations(prism, sg.body(env, [person(1)]))] == [where]
+
+
+# --- the whole command, through SendGrid ------------------------------------------------------
+
+
+def _cli_send(project, url: str, n: int, *extra: str):
+    from conftest import SMALL_ISSUE, run_cli
+
+    project.write_issue(SMALL_ISSUE, "2021-03.yaml")
+    project.write_list("email,name\n" + "".join(f"reader{i}@example.com,Читатель {i}\n" for i in range(n)))
+    env = {"SENDGRID_API_URL": url, "SENDGRID_API_KEY": KEY, "NEWSLETTER_SECRET": "s",
+           "NEWSLETTER_RETRY_BACKOFF": "0.05", "NEWSLETTER_RETRY_ATTEMPTS": "3"}
+    return run_cli("send", "issues/2021-03.yaml", "--list", "readers", "--provider", "sendgrid", *extra,
+                   cwd=project.root, env=env)
+
+
+def test_send_command_batches_1000_and_survives_a_server_error(standin: StandIn, project) -> None:
+    standin.replies = [(503, {}, b"")]  # the first request fails, the retry succeeds
+    r = _cli_send(project, standin.url, 2500, "--send", "--yes")
+    assert r.code == 0, r.output
+    bodies = [req.json() for req in standin.requests]
+    assert [len(b["personalizations"]) for b in bodies] == [1000, 1000, 1000, 500]  # 1st one retried
+    delivered_to = [p["to"][0]["email"] for b in bodies[1:] for p in b["personalizations"]]
+    assert sorted(delivered_to) == sorted(f"reader{i}@example.com" for i in range(2500))
+    assert KEY not in r.output
+    # everyone has it now: a rerun makes no request
+    again = _cli_send(project, standin.url, 2500, "--send", "--yes")
+    assert again.code == 0 and "Nothing to send" in again.out and len(standin.requests) == 4
+
+
+def test_send_command_reports_sendgrids_refusal_and_exits_3(standin: StandIn, project) -> None:
+    standin.replies = [(400, {}, error_json(("The from address does not match a verified Sender Identity.", "from")))]
+    r = _cli_send(project, standin.url, 3, "--send", "--yes")
+    assert r.code == 3
+    assert "does not match a verified Sender Identity" in r.err and "run the same command again" in r.err
+
+
+@pytest.mark.prism
+def test_send_command_requests_satisfy_sendgrids_published_spec(prism: str, project) -> None:
+    r = _cli_send(project, prism, 5, "--send", "--yes")
+    assert r.code == 0, r.output  # Prism answers 400 to any request that breaks the spec
+    assert "✓ done: 5 sent" in r.out
