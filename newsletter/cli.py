@@ -208,6 +208,9 @@ def send(ctx: _Context, issue: Path, list_spec: str, really: bool, yes: bool, te
         raise SystemExit(1 if prepared.errors else 0)
 
     campaign.require_secret()
+    from .providers import make_provider
+
+    sender = make_provider(campaign.provider_name, settings)  # a missing key fails before any question
     # the exact count costs a whole extra pass over the list (~20 µs a row): only to ask
     count = None if yes else campaign.count_recipients(limit=limit, resend_unknown=resend_unknown)
     if count and not yes:
@@ -234,7 +237,8 @@ def send(ctx: _Context, issue: Path, list_spec: str, really: bool, yes: bool, te
             err.print("stopping after the current batch (Ctrl-C again to abort at once)", style="yellow")
 
         with graceful_interrupt(stop, on_ctrl_c):
-            report = campaign.send(limit=limit, resend_unknown=resend_unknown, stop=stop, on_progress=advance)
+            report = campaign.send(provider=sender, limit=limit, resend_unknown=resend_unknown, stop=stop,
+                                   on_progress=advance)
     _print_list_problems(report)
     _print_report(report, campaign)
     for email, why in list(report.failed.items())[:20] + list(report.unsent.items())[:20]:
