@@ -66,7 +66,3 @@ def check_issue(issue: Issue, path: Path, settings: Settings, rendered: Rendered
         found.append(Problem(cfg, settings.line_of("unsubscribe_url"), "unsubscribe_url", "no unsubscribe URL: set unsubscribe_url "
                              "(with {email} and {token}) or [sendgrid] asm_group_id", "error"))
     return found
-
-
-def has_errors(problems: list[Problem]) -> bool:
-    return any(p.severity == "error" for p in problems)

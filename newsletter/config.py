@@ -119,12 +119,6 @@ class Settings(_Section):
             return None
         return _line_of(self.path.read_text(encoding="utf-8"), key)
 
-    @property
-    def sender(self) -> str:
-        from email.utils import formataddr
-
-        return formataddr((self.from_name or self.name, self.from_email))
-
 
 def _fields(template: str, allowed: set[str]) -> None:
     """Refuse {placeholders} other than `allowed` (and broken braces) in a URL template."""

@@ -18,7 +18,7 @@ from .personalize import Personalizer
 from .providers.base import BatchResult, Personalization, Provider
 from .subscribers import Subscriber, SubscriberList
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+EXIT_OK, EXIT_INCOMPLETE = 0, 3  # 1 (invalid input) and 2 (usage) come from the errors raised
 
 
 @dataclass

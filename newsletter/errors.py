@@ -45,15 +45,6 @@ class SubscriberListError(NewsletterError):
     """A subscriber list cannot be read at all (missing file, no email column)."""
 
 
-class ProviderError(NewsletterError):
-    """A mail provider refused or failed; `retryable` says whether trying again may help."""
-
-    def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None):
-        self.retryable = retryable
-        self.retry_after = retry_after
-        super().__init__(message)
-
-
 class UsageError(NewsletterError):
     """The command was called in a way that cannot work (exit code 2)."""
 

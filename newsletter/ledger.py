@@ -120,15 +120,3 @@ class Ledger:
                 "UPDATE deliveries SET state = ?, answer = ?, updated_at = ? WHERE issue = ? AND email_key = ?",
                 [(s, a, t, self.issue, e.casefold()) for s, a, t, e in rows],
             )
-
-    def count(self, state: str) -> int:
-        return self.db.execute(
-            "SELECT count(*) FROM deliveries WHERE issue = ? AND state = ?", (self.issue, state)
-        ).fetchone()[0]
-
-    def unknown(self) -> list[tuple[str, str, str]]:
-        """(email, batch, since) of recipients handed to a provider with no answer recorded."""
-        return self.db.execute(
-            "SELECT email, batch, updated_at FROM deliveries WHERE issue = ? AND state = 'in_flight' ORDER BY email",
-            (self.issue,),
-        ).fetchall()

@@ -173,9 +173,6 @@ def _prose(source: str | None, slots: _Slots) -> tuple[str, str]:
     return html, text
 
 
-INLINE_CSS_NAME = "inline.css"
-
-
 def inline_css(html: str, css_text: str) -> str:
     """Inline `css_text` into the HTML with premailer, leaving MJML's own <style> blocks alone.
 
