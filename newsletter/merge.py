@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from jinja2 import TemplateSyntaxError, meta
@@ -104,6 +105,12 @@ class Filler:
             out.append(values[slot])
             out.append(literal)
         return "".join(out)
+
+
+@lru_cache(maxsize=16)
+def filler(text: str) -> Filler:
+    """The Filler for `text`, split once: the issue's render and each send's envelope share it."""
+    return Filler(text)
 
 
 def token(slot: int, html: bool) -> str:

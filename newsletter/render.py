@@ -46,9 +46,9 @@ class Rendered:
     fields: list[merge.MergeField] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.subject_filler = merge.Filler(self.subject)
-        self.html_filler = merge.Filler(self.html)
-        self.text_filler = merge.Filler(self.text)
+        self.subject_filler = merge.filler(self.subject)
+        self.html_filler = merge.filler(self.html)
+        self.text_filler = merge.filler(self.text)
 
     def values(self, subscriber: dict[str, str], unsubscribe_url: str) -> tuple[list[str], list[str]]:
         """(raw values, HTML-escaped values) for every slot, for one recipient."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol
 
-from ..merge import Filler
+from ..merge import Filler, filler
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Envelope:
 
     @cached_property
     def fillers(self) -> tuple[Filler, Filler, Filler]:
-        return Filler(self.subject), Filler(self.html), Filler(self.text)
+        return filler(self.subject), filler(self.html), filler(self.text)
 
     def fill(self, p: "Personalization") -> tuple[str, str, str]:
         """(subject, html, text) for one recipient."""
