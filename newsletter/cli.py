@@ -244,8 +244,8 @@ def send(ctx: _Context, issue: Path, list_spec: str, really: bool, yes: bool, te
     for email, why in list(report.failed.items())[:20] + list(report.unsent.items())[:20]:
         err.print(f"{email}: {why}", style="red", markup=False)
     if report.unknown:
-        err.print(f"{len(report.unknown)} readers were handed to the provider in an earlier run with no "
-                  "answer recorded (the process died mid-batch?). They were NOT resent. Check the provider's "
+        err.print(f"{len(report.unknown)} readers were handed to the provider with no answer recorded (in "
+                  "an earlier run that died mid-batch, or a request that timed out). They were NOT resent. Check the provider's "
                   "activity log; to send them again anyway, add --resend-unknown.", style="yellow")
     if report.complete and report.batches == 0:
         out.print(f"Nothing to send: no subscribed reader of {campaign.list_path} is waiting for "
@@ -265,9 +265,6 @@ def main() -> None:
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
         cli.main(standalone_mode=False)
-    except click.UsageError as e:
-        e.show()
-        sys.exit(2)
     except click.exceptions.Abort:
         say("aborted", stderr=True)
         sys.exit(130)

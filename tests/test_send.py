@@ -243,7 +243,7 @@ def test_killed_mid_send_rerun_reports_unknown_and_never_duplicates(project, ser
     # the rerun sends the rest, but not the one whose fate is unknown
     r = send(project, env, "--send", "--yes")
     assert r.code == 3, r.output
-    assert "1 readers were handed to the provider in an earlier run with no answer recorded" in r.err
+    assert "1 readers were handed to the provider with no answer recorded" in r.err
     assert "--resend-unknown" in r.err
     assert copies(handler, 10) == [1, 1, 1, 1, 0, 1, 1, 1, 1, 1]
     # the editor checked the server's log: it never arrived, so resend it
