@@ -1,55 +1,71 @@
-"""Sending an issue to a list: dry run, test send and real send, as library calls the CLI wraps."""
+"""One issue to one list: plan, then send. The library call the command line is a thin layer over.
+
+    settings = load_settings()
+    campaign = Campaign(prepare(Path("issues/2021-03.yaml"), settings), settings, "digest")
+    plan = campaign.plan()              # who would get it now; nothing written, nothing sent
+    report = campaign.dry_run()         # the same, with outbox/<issue>/ written for inspection
+    report = campaign.send()            # the real send, exactly once, resumable
+"""
 
 from __future__ import annotations
 
 import json
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Settings
-from .dispatch import Dispatcher, RetryPolicy, SendReport, StopFlag
+from .dispatch import Dispatcher, RetryPolicy, Selection, SendReport, StopFlag
 from .errors import ConfigError, IssueError, Problem, UsageError
-from .ledger import Ledger
+from .ledger import NoRecord, ReadOnlyRecord, SQLiteRecord
 from .merge import referenced_columns
-from .personalize import Personalizer
+from .personalize import Personalizer, html_size
 from .pipeline import Prepared, write_rendered
-from .providers import batch_size, make_provider
-from .providers.base import BatchResult, Envelope, Personalization, Provider
+from .providers import Provider, spec
+from .providers.dry_run import DryRunProvider
 from .subscribers import RESERVED, SubscriberList, resolve_list
 
 
 @dataclass
+class Plan:
+    """What a real send would do now: how many readers it would hand to the provider, and the
+    rest of the list's story (statuses, invalid rows, already sent, unknown) in `report`."""
+
+    recipients: int
+    batches: int
+    report: SendReport
+
+
 class Campaign:
-    """One issue to one list, with everything resolved and checked before anything is sent."""
+    """One issue to one list through one provider, resolved and checked before anything is sent."""
 
-    prepared: Prepared
-    settings: Settings
-    list_spec: str
-    provider_name: str
-    outbox: Path = field(init=False)
-    secret: str = field(init=False)
-    throwaway_secret: bool = field(init=False, default=False)
-
-    def __post_init__(self) -> None:
-        self.list_path = resolve_list(self.list_spec, self.settings.root)
-        self.columns = SubscriberList(self.list_path).columns  # fails early on a missing list or header
-        self.outbox = self.settings.root / "outbox" / self.prepared.rendered.stem
-        self.secret = self.settings.secret or ""
-        if not self.secret:
-            self.throwaway_secret = True
-            self.secret = secrets.token_urlsafe(32)
+    def __init__(self, prepared: Prepared, settings: Settings, list_spec: str | Path,
+                 provider: str | None = None):
+        self.prepared = prepared
+        self.settings = settings
+        self.provider_name = provider or settings.provider
+        self.provider_spec = spec(self.provider_name)
+        self.list_path = resolve_list(str(list_spec), settings.root)
+        self.columns = self.subscribers().columns  # fails early on a missing list or header
+        self.outbox = settings.root / "outbox" / self.stem
+        self.throwaway_secret = not settings.secret
+        # a dry run works without the key: its sample links are signed with a throwaway one
+        self.secret = settings.secret or secrets.token_urlsafe(32)
         self._check_merge_columns()
-        if not self.settings.unsubscribe_url and self.provider_name != "sendgrid":
+        if not settings.unsubscribe_url and not settings.own_unsubscribe(self.provider_name):
             raise ConfigError(
-                f"{self.settings.path or 'newsletter.toml'}: unsubscribe_url is not set, and "
-                f"[sendgrid] asm_group_id cannot help when {self.provider_name} sends; set unsubscribe_url"
+                f"{settings.path or 'newsletter.toml'}: unsubscribe_url is not set, and "
+                f"{self.provider_name} has no unsubscribe mechanism of its own; set unsubscribe_url"
             )
 
     @property
     def stem(self) -> str:
         return self.prepared.rendered.stem
+
+    def subscribers(self) -> SubscriberList:
+        """A fresh stream over the list (each pass re-reads the file)."""
+        return SubscriberList(self.list_path)
 
     def _check_merge_columns(self) -> None:
         """A merge field naming a column the list lacks would be blank for every reader: refuse."""
@@ -72,6 +88,14 @@ class Campaign:
                 "(keep it stable across sends)"
             )
 
+    def provider(self) -> Provider:
+        """The provider this campaign sends through (a missing key fails here, before any send)."""
+        return self.provider_spec.create(self.settings.provider_settings(self.provider_name))
+
+    @property
+    def batch_size(self) -> int:
+        return self.provider_spec.batch_size(self.settings.provider_settings(self.provider_name))
+
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(attempts=self.settings.retry_attempts, backoff=self.settings.retry_backoff)
 
@@ -81,32 +105,35 @@ class Campaign:
 
     def new_report(self, mode: str, provider: str) -> SendReport:
         r = SendReport(self.stem, str(self.list_path), provider, mode)
-        r.html_bytes = len(self.prepared.rendered.html.encode())
+        r.html_bytes = html_size(self.prepared.rendered, self.settings)
         r.warnings = [str(p) for p in self.prepared.warnings]
         return r
 
-    # --- the three modes ------------------------------------------------------------------------
+    # --- plan, then send ------------------------------------------------------------------------
+
+    def plan(self, *, limit: int | None = None, resend_unknown: bool = False) -> Plan:
+        """How many readers a real send would hand to the provider now; reads, never writes."""
+        subscribers = self.subscribers()
+        report = self.new_report("plan", self.provider_name)
+        with ReadOnlyRecord(self.settings.state_dir, self.stem) as record:
+            select = Selection(record, report, limit, resend_unknown)
+            recipients = sum(1 for _ in select(iter(subscribers)))
+        report.take_list(subscribers)
+        return Plan(recipients, -(-recipients // self.batch_size), report)
 
     def dry_run(self, *, limit: int | None = None, samples: int = 3) -> SendReport:
-        """Who would receive the issue now; writes outbox/<stem>/ and records nothing."""
+        """Who would receive the issue now, written to outbox/<issue>/ (recipients.csv, sample .eml
+        files, the rendered parts, a report); nothing is sent and nothing recorded."""
         write_rendered(self.prepared, self.settings, self.outbox)
-        provider = make_provider("dry-run", self.settings, outbox=self.outbox, samples=samples)
-        with Ledger(self.settings.state_dir, self.stem, readonly=True) as ledger:
-            report = self.new_report("dry-run", self.provider_name)
-            Dispatcher(self.personalizer(), provider, ledger, report, record=False,
-                       limit=limit).run(SubscriberList(self.list_path))
-        report.batches = -(-report.sent // batch_size(self.provider_name, self.settings))
+        report = self.new_report("dry-run", self.provider_name)
+        with ReadOnlyRecord(self.settings.state_dir, self.stem) as record:
+            Dispatcher(self.personalizer(), DryRunProvider(self.outbox, samples), record, report,
+                       limit=limit).run(self.subscribers())
+        # what the real provider would make of it: the dry run itself hands over nothing
+        report.batches = -(-report.sent // self.batch_size)
         report.requests = 0
         self.save(report)
         return report
-
-    def count_recipients(self, *, limit: int | None = None, resend_unknown: bool = False) -> int:
-        """How many readers a real send would hand to the provider now (for the confirmation)."""
-        subs = SubscriberList(self.list_path)
-        with Ledger(self.settings.state_dir, self.stem, readonly=True) as ledger:
-            d = Dispatcher(self.personalizer(), _NoProvider(), ledger, self.new_report("count", ""),
-                           record=False, limit=limit, resend_unknown=resend_unknown)
-            return sum(1 for _ in d.todo(s for s in subs if s.status == "subscribed"))
 
     def send(self, *, provider: Provider | None = None, limit: int | None = None,
              resend_unknown: bool = False, stop: StopFlag | None = None,
@@ -114,12 +141,12 @@ class Campaign:
              retry: RetryPolicy | None = None) -> SendReport:
         """The real send: every subscribed reader who has not had this issue, exactly once."""
         self.require_secret()
-        provider = provider or make_provider(self.provider_name, self.settings)
-        with Ledger(self.settings.state_dir, self.stem) as ledger:
+        provider = provider or self.provider()
+        with SQLiteRecord(self.settings.state_dir, self.stem) as record:
             report = self.new_report("send", provider.name)
-            Dispatcher(self.personalizer(), provider, ledger, report, retry=retry or self.retry_policy(),
+            Dispatcher(self.personalizer(), provider, record, report, retry=retry or self.retry_policy(),
                        stop=stop or StopFlag(), limit=limit, resend_unknown=resend_unknown,
-                       on_progress=on_progress).run(SubscriberList(self.list_path))
+                       on_progress=on_progress).run(self.subscribers())
         self.save(report)
         return report
 
@@ -129,14 +156,13 @@ class Campaign:
         if not self.settings.preview:
             raise UsageError("no preview addresses: set preview = [...] in newsletter.toml "
                              "or NEWSLETTER_PREVIEW_TO=a@example.com,b@example.com")
-        subs = SubscriberList(self.list_path)
-        first = next((s for s in subs if s.status == "subscribed"), None)
+        first = next((s for s in self.subscribers() if s.status == "subscribed"), None)
         if first is None:
             raise UsageError(f"{self.list_path}: no subscribed reader to take merge fields from")
-        provider = provider or make_provider(self.provider_name, self.settings)
+        provider = provider or self.provider()
         report = self.new_report("test", provider.name)
         personalizer = self.personalizer(test=True)
-        d = Dispatcher(personalizer, provider, None, report, retry=retry or self.retry_policy())
+        d = Dispatcher(personalizer, provider, NoRecord(), report, retry=retry or self.retry_policy())
         try:
             d.send_batch([personalizer(first, to=address) for address in self.settings.preview])
         finally:
@@ -149,16 +175,3 @@ class Campaign:
         path = self.outbox / f"report-{report.mode}.json"
         path.write_text(json.dumps(report.as_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
         return path
-
-
-class _NoProvider:
-    """Stands in where a Dispatcher only filters recipients and never sends."""
-
-    name = "none"
-    max_batch = 1000
-
-    def send(self, envelope: Envelope, batch: list[Personalization]) -> BatchResult:
-        raise AssertionError("counting never sends")
-
-    def close(self) -> None:
-        pass

@@ -8,7 +8,8 @@ from pathlib import Path
 from .config import Settings
 from .errors import Problem
 from .issue import Issue
-from .render import SAMPLE_SUBSCRIBER, Rendered
+from .message import Rendered
+from .personalize import html_size
 
 # Gmail clips messages whose HTML is above ~102 KB, hiding the footer and the unsubscribe link.
 SIZE_ERROR = 102_000
@@ -19,12 +20,6 @@ PREHEADER_MAX = 110  # inbox previews show roughly 40–110 characters
 _MD_IMAGE = re.compile(r"!\[([^\]]*)\]\(\s*(\S+?)\s*(?:\"[^\"]*\")?\)")
 
 
-def html_size(rendered: Rendered) -> int:
-    """Bytes of the HTML part as a reader without a name receives it."""
-    _, html, _ = rendered.personalize(SAMPLE_SUBSCRIBER, "https://example.com/unsubscribe?token=" + "x" * 43)
-    return len(html.encode("utf-8"))
-
-
 def check_issue(issue: Issue, path: Path, settings: Settings, rendered: Rendered) -> list[Problem]:
     """Every finding for an issue that validated, errors and warnings, in file order."""
     found: list[Problem] = []
@@ -33,7 +28,7 @@ def check_issue(issue: Issue, path: Path, settings: Settings, rendered: Rendered
         field = ".".join(str(p) for p in loc)
         found.append(Problem(path, issue.line_of(*loc, at=at) if loc else 1, field, message, severity))
 
-    size = html_size(rendered)
+    size = html_size(rendered, settings)
     if size >= SIZE_ERROR:
         add((), f"HTML is {size:,} bytes; Gmail clips above ~102 KB and hides the footer and "
             "unsubscribe link: shorten the issue or split it", "error")
@@ -62,7 +57,7 @@ def check_issue(issue: Issue, path: Path, settings: Settings, rendered: Rendered
     if not settings.postal_address:
         found.append(Problem(cfg, settings.line_of("postal_address"), "postal_address", "no postal address: bulk mail must carry "
                              "the sender's postal address (CAN-SPAM); set postal_address", "error"))
-    if not settings.unsubscribe_url and settings.sendgrid.asm_group_id is None:
+    if not settings.unsubscribe_url and not settings.own_unsubscribe(settings.provider):
         found.append(Problem(cfg, settings.line_of("unsubscribe_url"), "unsubscribe_url", "no unsubscribe URL: set unsubscribe_url "
                              "(with {email} and {token}) or [sendgrid] asm_group_id", "error"))
     return found

@@ -1,25 +1,31 @@
-"""The command line: parses, calls the library, turns errors into messages and exit codes."""
+"""The command line: parses, calls the library, prints, and decides every exit code.
+
+Exit codes: 0 done; 1 invalid input or failed checks; 2 usage; 3 incomplete send (run it again);
+70 a bug in newsletter; 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import __version__
-from .errors import IssueError, NewsletterError, Problem
+from .errors import IssueError, NewsletterError, Problem, UsageError
 
 if TYPE_CHECKING:  # the pipeline loads on first use, so that --help and --version answer at once
     from rich.console import Console
 
+    from .campaign import Campaign
     from .config import Settings
+    from .dispatch import SendReport
     from .pipeline import Prepared
 
-    from .campaign import Campaign
-    from .dispatch import SendReport
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 70, 130
+
 
 class _LazyConsole:
     """A rich Console made on first use: rich costs ~15 ms to import, and check/render
@@ -29,14 +35,15 @@ class _LazyConsole:
         self.stderr = stderr
         self._console: Console | None = None
 
-    def real(self) -> "Console":
+    def real(self) -> Console:
         if self._console is None:
             from rich.console import Console
 
+            # file=None: rich looks up sys.stdout/sys.stderr at each print, so a test's capture works
             self._console = Console(stderr=self.stderr, highlight=False, soft_wrap=True)
         return self._console
 
-    def __getattr__(self, name: str):  # noqa: ANN204
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.real(), name)
 
 
@@ -54,6 +61,63 @@ def _print_problems(problems: list[Problem]) -> None:
         say(str(p), "red" if p.severity == "error" else "yellow", stderr=True)
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
+class _Group(click.Group):
+    """Turns the library's errors into a message and an exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except IssueError as e:
+            _print_problems(e.problems)
+            say(f"✗ {_plural(len(e.problems), 'error')}: fix the issue file and run again",
+                "red", stderr=True, bold=True)
+            ctx.exit(EXIT_INVALID)
+        except UsageError as e:
+            say(f"error: {e}", "red", stderr=True)
+            ctx.exit(EXIT_USAGE)
+        except NewsletterError as e:
+            say(f"error: {e}", "red", stderr=True)
+            ctx.exit(EXIT_INVALID)
+        except KeyboardInterrupt:
+            say("interrupted", stderr=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except click.Abort:  # Ctrl-C or end of input at a question
+            say("aborted", stderr=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except OSError as e:
+            say(f"error: {e.filename or ''}: {e.strerror or e}", "red", stderr=True)
+            ctx.exit(EXIT_INVALID)
+        except (click.ClickException, click.exceptions.Exit):
+            raise
+        except Exception as e:  # a bug, not bad input: say so briefly; the traceback is on request
+            if os.environ.get("NEWSLETTER_DEBUG"):
+                raise
+            say(f"internal error: {type(e).__name__}: {e}. This is a bug in newsletter; rerun with "
+                "NEWSLETTER_DEBUG=1 for the traceback and report it.", "red", stderr=True)
+            ctx.exit(EXIT_BUG)
+
+
+class _ProviderChoice(click.Choice):
+    """The registered providers, looked up only when --provider is used or --help shown."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    @property
+    def choices(self) -> list[str]:  # type: ignore[override]
+        from .providers import names
+
+        return names()
+
+    @choices.setter
+    def choices(self, value: object) -> None:
+        pass
+
+
 class _Context:
     def __init__(self, config: Path | None):
         self.config_path = config
@@ -67,16 +131,16 @@ class _Context:
             self._settings = load_settings(self.config_path)
         return self._settings
 
+    def prepare(self, issue: Path) -> Prepared:
+        from .pipeline import prepare
 
-def _prepare(ctx: _Context, issue: Path) -> Prepared:
-    from .pipeline import prepare
-
-    return prepare(issue, ctx.settings)
+        return prepare(issue, self.settings)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config", type=click.Path(path_type=Path, dir_okay=False),
-              help="newsletter.toml to use (default: ./newsletter.toml); templates/ is beside it.")
+              help="newsletter.toml to use (default: the nearest one from here up); templates/, "
+                   "subscribers/ and outbox/ are beside it.")
 @click.version_option(__version__, prog_name="newsletter")
 @click.pass_context
 def cli(ctx: click.Context, config: Path | None) -> None:
@@ -85,21 +149,38 @@ def cli(ctx: click.Context, config: Path | None) -> None:
 
 
 @cli.command()
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False), default=Path("."))
+@click.option("--templates", is_flag=True, help="Also copy the built-in templates into templates/ to edit.")
+def init(directory: Path, templates: bool) -> None:
+    """Start a newsletter in DIRECTORY (default: here). Never overwrites a file."""
+    from .scaffold import init_project
+
+    result = init_project(directory, templates=templates)
+    for path in result.written:
+        say(f"created {path}")
+    for path in result.kept:
+        say(f"kept    {path} (already there)", "yellow")
+    where = "" if directory == Path(".") else f"cd {directory} && "
+    say(f"Next: {where}newsletter check issues/first-issue.yaml, then newsletter send "
+        "issues/first-issue.yaml --list readers (a dry run)", "green")
+
+
+@cli.command()
 @click.argument("issue", type=click.Path(path_type=Path, dir_okay=False))
 @click.pass_obj
 def check(ctx: _Context, issue: Path) -> None:
     """Validate ISSUE and run the pre-send checks (exit 1 on any error)."""
-    prepared = _prepare(ctx, issue)
-    _print_problems(prepared.problems)
-    r = prepared.rendered
-    from .checks import html_size
+    from .personalize import html_size
 
+    prepared = ctx.prepare(issue)
+    _print_problems(prepared.problems)
     n_err, n_warn = len(prepared.errors), len(prepared.warnings)
-    summary = (f"{issue}: {len(prepared.issue.sections)} sections, HTML {html_size(r):,} bytes, "
-               f"{n_err} error{'s' * (n_err != 1)}, {n_warn} warning{'s' * (n_warn != 1)}")
+    size = html_size(prepared.rendered, ctx.settings)
+    summary = (f"{issue}: {_plural(len(prepared.issue.sections), 'section')}, HTML {size:,} bytes, "
+               f"{_plural(n_err, 'error')}, {_plural(n_warn, 'warning')}")
     if n_err:
         say(f"✗ {summary}", "red", stderr=True, bold=True)
-        raise SystemExit(1)
+        raise SystemExit(EXIT_INVALID)
     say(f"✓ {summary}", "green")
 
 
@@ -109,11 +190,11 @@ def check(ctx: _Context, issue: Path) -> None:
               show_default=True, help="Folder for the .html, .txt and .mjml files.")
 @click.pass_obj
 def render(ctx: _Context, issue: Path, out_dir: Path) -> None:
-    """Render ISSUE to HTML, plain text and MJML, filled for a sample reader."""
-    prepared = _prepare(ctx, issue)
-    _print_problems(prepared.warnings)
+    """Render ISSUE to HTML, plain text and MJML, as a reader without a name gets it."""
     from .pipeline import write_rendered
 
+    prepared = ctx.prepare(issue)
+    _print_problems(prepared.warnings)
     for path in write_rendered(prepared, ctx.settings, out_dir):
         say(f"wrote {path} ({path.stat().st_size:,} bytes)")
     if prepared.errors:
@@ -121,7 +202,140 @@ def render(ctx: _Context, issue: Path, out_dir: Path) -> None:
         say("rendered, but `newsletter check` reports errors: fix them before sending", "red", stderr=True)
 
 
-def _print_report(report: "SendReport", campaign: "Campaign") -> None:
+@cli.command()
+@click.argument("issue", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--list", "list_spec", required=True, metavar="LIST",
+              help="A list name from subscribers/ (digest -> subscribers/digest.csv) or a CSV path.")
+@click.option("--send", "really", is_flag=True, help="Send for real (default: a dry run that sends nothing).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation before a real send.")
+@click.option("--test", "test", is_flag=True, help="Send one [TEST] copy to each preview address.")
+@click.option("--provider", type=_ProviderChoice(), default=None,
+              help="Mail provider (default: `provider` in newsletter.toml).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Only the next N readers who have not had this issue yet (staged sends).")
+@click.option("--resend-unknown", is_flag=True,
+              help="Also resend readers whose earlier batch has no recorded answer (may duplicate).")
+@click.pass_obj
+def send(ctx: _Context, issue: Path, list_spec: str, really: bool, yes: bool, test: bool,
+         provider: str | None, limit: int | None, resend_unknown: bool) -> None:
+    """Send ISSUE to a subscriber list; a dry run unless --send (or --test)."""
+    from .campaign import Campaign
+
+    if really and test:
+        raise click.UsageError("--test sends only to the preview addresses; drop --send or --test")
+    prepared = ctx.prepare(issue)
+    campaign = Campaign(prepared, ctx.settings, list_spec, provider)
+    _print_problems(prepared.problems)
+    if prepared.errors and (really or test):
+        err.print("✗ `newsletter check` finds errors: nothing was sent; fix them and run again", style="bold red")
+        raise SystemExit(EXIT_INVALID)
+    if test:
+        raise SystemExit(_test_send(campaign))
+    if not really:
+        code = _dry_run(campaign, issue, list_spec, limit)
+        raise SystemExit(EXIT_INVALID if prepared.errors else code)
+    raise SystemExit(_real_send(campaign, yes, limit, resend_unknown))
+
+
+def _test_send(campaign: Campaign) -> int:
+    report = campaign.test_send()
+    for address in campaign.settings.preview:
+        why = report.failed.get(address) or report.unsent.get(address)
+        out.print(f"[TEST] copy to {address}: " + (f"failed: {why}" if why else "sent"), markup=False)
+    return EXIT_OK if report.complete else EXIT_INCOMPLETE
+
+
+def _dry_run(campaign: Campaign, issue: Path, list_spec: str, limit: int | None) -> int:
+    report = campaign.dry_run(limit=limit)
+    _print_list_problems(report)
+    out.print(f"[bold]Dry run[/] of {issue} to {campaign.list_path}: nothing was sent, nothing recorded")
+    _print_report(report, campaign)
+    if campaign.throwaway_secret:
+        err.print("warning: NEWSLETTER_SECRET is not set; the sample unsubscribe links use a "
+                  "throwaway key. Set it before --send.", style="yellow")
+    out.print(f"Wrote {campaign.outbox}/: {campaign.stem}.html, .txt, .mjml, recipients.csv, "
+              f"sample .eml files, report-dry-run.json", markup=False)
+    hint = f"newsletter send {issue} --list {list_spec} --send"
+    out.print(f"This was a dry run. To send a test copy: add --test; to send: [bold]{hint}[/]")
+    return EXIT_OK
+
+
+def _confirm(campaign: Campaign, count: int) -> None:
+    """Ask before a real send; without a terminal to ask, refuse (exit 2)."""
+    if not sys.stdin.isatty():
+        raise click.UsageError("refusing to send without confirmation: no terminal to ask; add --yes")
+    subject = campaign.prepared.issue.subject
+    if not click.confirm(f"Send “{subject}” to {count:,} readers via {campaign.provider_name}?"):
+        err.print("Nothing was sent.")
+        raise SystemExit(EXIT_INVALID)
+
+
+def _real_send(campaign: Campaign, yes: bool, limit: int | None, resend_unknown: bool) -> int:
+    from .dispatch import StopFlag, graceful_interrupt
+
+    campaign.require_secret()
+    sender = campaign.provider()  # a missing key fails before any question
+    # the exact count costs a whole extra pass over the list (~20 µs a row): only to ask
+    count = None if yes else campaign.plan(limit=limit, resend_unknown=resend_unknown).recipients
+    if count:
+        _confirm(campaign, count)
+    stop = StopFlag()
+
+    def on_ctrl_c() -> None:
+        err.print("stopping after the current batch (Ctrl-C again to abort at once)", style="yellow")
+
+    with _progress(count) as advance, graceful_interrupt(stop, on_ctrl_c):
+        report = campaign.send(provider=sender, limit=limit, resend_unknown=resend_unknown, stop=stop,
+                               on_progress=advance)
+    _print_list_problems(report)
+    _print_report(report, campaign)
+    _print_outcome(report, campaign)
+    return EXIT_OK if report.complete else EXIT_INCOMPLETE
+
+
+class _progress:
+    """A rich progress bar; with --yes the total is unknown, and the bar shows the count and rate."""
+
+    def __init__(self, total: int | None):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        columns = (TextColumn("sending"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]:.0f}/s"), TimeRemainingColumn())
+        self.bar = Progress(*columns, console=err.real(), transient=False, disable=total == 0)
+        self.task = self.bar.add_task("send", total=total, rate=0.0)
+
+    def __enter__(self) -> Any:
+        self.bar.__enter__()
+
+        def advance(n: int) -> None:
+            self.bar.advance(self.task, n)
+            self.bar.update(self.task, rate=self.bar.tasks[self.task].speed or 0.0)
+
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
+
+
+def _print_outcome(report: SendReport, campaign: Campaign) -> None:
+    for email, why in list(report.failed.items())[:20] + list(report.unsent.items())[:20]:
+        err.print(f"{email}: {why}", style="red", markup=False)
+    if report.unknown:
+        err.print(f"{len(report.unknown)} readers were handed to the provider with no answer recorded (in "
+                  "an earlier run that died mid-batch, or a request that timed out). They were NOT resent. "
+                  "Check the provider's activity log; to send them again anyway, add --resend-unknown.",
+                  style="yellow")
+    if report.complete and report.batches == 0:
+        out.print(f"Nothing to send: no subscribed reader of {campaign.list_path} is waiting for "
+                  f"{campaign.stem}.", markup=False)
+    elif report.complete:
+        out.print(f"✓ done: {report.sent:,} sent; report in {campaign.outbox}/report-send.json", style="green")
+    else:
+        err.print(f"✗ incomplete: run the same command again to resume (report in "
+                  f"{campaign.outbox}/report-send.json)", style="bold red")
+
+
+def _print_report(report: SendReport, campaign: Campaign) -> None:
     from rich.table import Table
 
     t = Table.grid(padding=(0, 2))
@@ -143,154 +357,24 @@ def _print_report(report: "SendReport", campaign: "Campaign") -> None:
     if not dry:
         t.add_row("failed", f"{len(report.failed):,}", "refused by the provider")
         t.add_row("not sent", f"{len(report.unsent):,}", "still failing after retries")
-    batches = f"{report.batches:,}"
-    t.add_row("batches", batches, f"via {report.provider}" + ("" if dry else f", {report.requests:,} requests"))
-    t.add_row("HTML size", f"{report.html_bytes:,}", "bytes")
+    how = f"would go via {report.provider}" if dry else f"via {report.provider}, {report.requests:,} requests"
+    t.add_row("batches", f"{report.batches:,}", how)
+    t.add_row("HTML size", f"{report.html_bytes:,}", "bytes, as a reader gets it")
     t.add_row("check warnings", f"{len(report.warnings):,}", "")
     out.print(t)
 
 
-def _print_list_problems(report: "SendReport") -> None:
+def _print_list_problems(report: SendReport) -> None:
     for line in report.invalid + report.duplicates:
         err.print(line, style="yellow", markup=False)
 
 
-@cli.command()
-@click.argument("issue", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--list", "list_spec", required=True, metavar="LIST",
-              help="A list name from subscribers/ (digest -> subscribers/digest.csv) or a CSV path.")
-@click.option("--send", "really", is_flag=True, help="Send for real (default: a dry run that sends nothing).")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation before a real send.")
-@click.option("--test", "test", is_flag=True, help="Send one [TEST] copy to each preview address.")
-@click.option("--provider", type=click.Choice(["sendgrid", "smtp"]), default=None,
-              help="Mail provider (default: `provider` in newsletter.toml).")
-@click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="Only the next N readers who have not had this issue yet (staged sends).")
-@click.option("--resend-unknown", is_flag=True,
-              help="Also resend readers whose earlier batch has no recorded answer (may duplicate).")
-@click.pass_obj
-def send(ctx: _Context, issue: Path, list_spec: str, really: bool, yes: bool, test: bool,
-         provider: str | None, limit: int | None, resend_unknown: bool) -> None:
-    """Send ISSUE to a subscriber list; a dry run unless --send (or --test)."""
-    from .campaign import Campaign
-    from .dispatch import StopFlag, graceful_interrupt
-
-    if really and test:
-        raise click.UsageError("--test sends only to the preview addresses; drop --send or --test")
-    settings = ctx.settings
-    prepared = _prepare(ctx, issue)
-    campaign = Campaign(prepared, settings, list_spec, provider or settings.provider)
-    _print_problems(prepared.problems)
-    if prepared.errors and (really or test):
-        err.print("✗ `newsletter check` finds errors: nothing was sent; fix them and run again", style="bold red")
-        raise SystemExit(1)
-
-    if test:
-        report = campaign.test_send()
-        for address in settings.preview:
-            state = "failed: " + report.failed.get(address, report.unsent.get(address, "")) \
-                if address in report.failed or address in report.unsent else "sent"
-            out.print(f"[TEST] copy to {address}: {state}", markup=False)
-        raise SystemExit(report.exit_code)
-
-    if not really:
-        report = campaign.dry_run(limit=limit)
-        _print_list_problems(report)
-        out.print(f"[bold]Dry run[/] of {issue} to {campaign.list_path}: nothing was sent, nothing recorded")
-        _print_report(report, campaign)
-        if campaign.throwaway_secret:
-            err.print("warning: NEWSLETTER_SECRET is not set; the sample unsubscribe links use a "
-                      "throwaway key. Set it before --send.", style="yellow")
-        out.print(f"Wrote {campaign.outbox}/: {campaign.stem}.html, .txt, .mjml, recipients.csv, "
-                  f"sample .eml files, report-dry-run.json", markup=False)
-        hint = f"newsletter send {issue} --list {list_spec} --send"
-        out.print(f"This was a dry run. To send a test copy: add --test; to send: [bold]{hint}[/]")
-        raise SystemExit(1 if prepared.errors else 0)
-
-    campaign.require_secret()
-    from .providers import make_provider
-
-    sender = make_provider(campaign.provider_name, settings)  # a missing key fails before any question
-    # the exact count costs a whole extra pass over the list (~20 µs a row): only to ask
-    count = None if yes else campaign.count_recipients(limit=limit, resend_unknown=resend_unknown)
-    if count and not yes:
-        if not sys.stdin.isatty():
-            raise click.UsageError("refusing to send without confirmation: no terminal to ask; add --yes")
-        subject = prepared.issue.subject
-        if not click.confirm(f"Send “{subject}” to {count:,} readers via {campaign.provider_name}?"):
-            err.print("Nothing was sent.")
-            raise SystemExit(1)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    stop = StopFlag()
-    columns = (TextColumn("sending"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]:.0f}/s"), TimeRemainingColumn())
-    with Progress(*columns, console=err.real(), transient=False, disable=count == 0) as bar:
-        # with --yes the total is unknown: the bar then shows the count and the rate
-        task = bar.add_task("send", total=count, rate=0.0)
-
-        def advance(n: int) -> None:
-            bar.advance(task, n)
-            bar.update(task, rate=bar.tasks[task].speed or 0.0)
-
-        def on_ctrl_c() -> None:
-            err.print("stopping after the current batch (Ctrl-C again to abort at once)", style="yellow")
-
-        with graceful_interrupt(stop, on_ctrl_c):
-            report = campaign.send(provider=sender, limit=limit, resend_unknown=resend_unknown, stop=stop,
-                                   on_progress=advance)
-    _print_list_problems(report)
-    _print_report(report, campaign)
-    for email, why in list(report.failed.items())[:20] + list(report.unsent.items())[:20]:
-        err.print(f"{email}: {why}", style="red", markup=False)
-    if report.unknown:
-        err.print(f"{len(report.unknown)} readers were handed to the provider with no answer recorded (in "
-                  "an earlier run that died mid-batch, or a request that timed out). They were NOT resent. Check the provider's "
-                  "activity log; to send them again anyway, add --resend-unknown.", style="yellow")
-    if report.complete and report.batches == 0:
-        out.print(f"Nothing to send: no subscribed reader of {campaign.list_path} is waiting for "
-                  f"{campaign.stem}.", markup=False)
-    elif report.complete:
-        out.print(f"✓ done: {report.sent:,} sent; report in {campaign.outbox}/report-send.json", style="green")
-    else:
-        err.print(f"✗ incomplete: run the same command again to resume (report in "
-                  f"{campaign.outbox}/report-send.json)", style="bold red")
-    raise SystemExit(report.exit_code)
-
-
 def main() -> None:
-    """Console-script entry point: library errors become messages and exit codes, never tracebacks."""
+    """Console-script entry point."""
     # pydantic looks for plugins through importlib.metadata on first use (~14 ms a start); this
     # command line has none. The library, imported by your own code, is left as it is.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        say("aborted", stderr=True)
-        sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except IssueError as e:
-        _print_problems(e.problems)
-        n = len(e.problems)
-        say(f"✗ {n} error{'s' * (n != 1)}: fix the issue file and run again", "red", stderr=True, bold=True)
-        sys.exit(e.exit_code)
-    except NewsletterError as e:
-        say(f"error: {e}", "red", stderr=True)
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        say("interrupted", stderr=True)
-        sys.exit(130)
-    except OSError as e:
-        say(f"error: {e.filename or ''}: {e.strerror or e}", "red", stderr=True)
-        sys.exit(1)
-    except Exception as e:  # a bug, not bad input: say so briefly; the traceback is on request
-        if os.environ.get("NEWSLETTER_DEBUG"):
-            raise
-        say(f"internal error: {type(e).__name__}: {e}. This is a bug in newsletter; rerun with "
-            "NEWSLETTER_DEBUG=1 for the traceback and report it.", "red", stderr=True)
-        sys.exit(70)
+    cli.main(prog_name="newsletter")
 
 
 if __name__ == "__main__":

@@ -10,15 +10,17 @@ import os
 import re
 import string
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from . import providers
 from .errors import ConfigError
 
 CONFIG_NAME = "newsletter.toml"
-SECRET_KEYS = {"password", "api_key", "secret", "sendgrid_api_key"}
+SECRET_KEYS = {"secret"}  # of the [newsletter] table; each provider declares its own
 
 
 class _Section(BaseModel):
@@ -38,22 +40,6 @@ class Brand(_Section):
         return v
 
 
-class SMTPSettings(_Section):
-    host: str = "localhost"
-    port: int = 25
-    security: Literal["none", "starttls", "ssl"] = "none"
-    username: str | None = None
-    password: str | None = Field(default=None, exclude=True)  # from NEWSLETTER_SMTP_PASSWORD only
-    timeout: float = 30.0
-
-
-class SendGridSettings(_Section):
-    api_url: str = "https://api.sendgrid.com"
-    api_key: str | None = Field(default=None, exclude=True, repr=False)  # SENDGRID_API_KEY only
-    asm_group_id: int | None = None
-    batch_size: int = Field(default=1000, ge=1, le=1000)
-
-
 class Settings(_Section):
     name: str = "Newsletter"
     language: str = "en"
@@ -65,16 +51,32 @@ class Settings(_Section):
     unsubscribe_mailto: str | None = None
     view_online_url: str | None = None  # template with {issue}
     preview: list[str] = Field(default_factory=list)
-    provider: Literal["sendgrid", "smtp"] = "sendgrid"  # used by --send; without it, a dry run
+    provider: str = "sendgrid"  # a registered provider, used by --send; without it, a dry run
     brand: Brand = Field(default_factory=Brand)
-    smtp: SMTPSettings = Field(default_factory=SMTPSettings)
-    sendgrid: SendGridSettings = Field(default_factory=SendGridSettings)
+    # each registered provider's table ([smtp], [sendgrid]), validated by the provider's own model
+    providers: dict[str, Any] = Field(default_factory=dict)
     secret: str | None = Field(default=None, exclude=True, repr=False)  # NEWSLETTER_SECRET only
     state_dir: Path = Path(".newsletter")
     retry_attempts: int = Field(default=5, ge=1, le=20)  # per batch, first try included
     retry_backoff: float = Field(default=2.0, ge=0)  # seconds before the 2nd try; doubles
     root: Path = Path(".")
     path: Path | None = None
+
+    @field_validator("provider")
+    @classmethod
+    def _provider(cls, v: str) -> str:
+        if v not in providers.REGISTRY:
+            raise ValueError(f"unknown provider {v!r}; use one of: {', '.join(providers.REGISTRY)}")
+        return v
+
+    def provider_settings(self, name: str) -> Any:
+        """The [name] table of a registered provider, validated by its own model."""
+        providers.spec(name)  # an unknown name is a ConfigError, not a KeyError
+        return self.providers[name]
+
+    def own_unsubscribe(self, provider: str) -> str | None:
+        """The tag `provider` fills with its own unsubscribe link (SendGrid's groups), if set up."""
+        return providers.spec(provider).own_unsubscribe(self.provider_settings(provider))
 
     @field_validator("from_email", "reply_to", "unsubscribe_mailto")
     @classmethod
@@ -131,7 +133,7 @@ def _fields(template: str, allowed: set[str]) -> None:
                          + " and ".join("{" + a + "}" for a in sorted(allowed)))
 
 
-# environment variable -> (section or None, key); applied over the file
+# environment variable -> (provider table or None, key); applied over the file
 ENV_OVERRIDES: dict[str, tuple[str | None, str]] = {
     "NEWSLETTER_NAME": (None, "name"),
     "NEWSLETTER_LANGUAGE": (None, "language"),
@@ -147,20 +149,19 @@ ENV_OVERRIDES: dict[str, tuple[str | None, str]] = {
     "NEWSLETTER_STATE_DIR": (None, "state_dir"),
     "NEWSLETTER_RETRY_ATTEMPTS": (None, "retry_attempts"),
     "NEWSLETTER_RETRY_BACKOFF": (None, "retry_backoff"),
-    "NEWSLETTER_SMTP_HOST": ("smtp", "host"),
-    "NEWSLETTER_SMTP_PORT": ("smtp", "port"),
-    "NEWSLETTER_SMTP_USERNAME": ("smtp", "username"),
-    "NEWSLETTER_SMTP_PASSWORD": ("smtp", "password"),
-    "NEWSLETTER_SMTP_SECURITY": ("smtp", "security"),
-    "SENDGRID_API_KEY": ("sendgrid", "api_key"),
-    "SENDGRID_API_URL": ("sendgrid", "api_url"),
+    **{var: (spec.name, key) for spec in providers.REGISTRY.values() for var, key in spec.env.items()},
 }
 
 
 def find_config(start: Path | None = None) -> Path | None:
-    """newsletter.toml in the current directory (the project root), or None."""
-    candidate = start / CONFIG_NAME if start else Path(CONFIG_NAME)
-    return candidate if candidate.is_file() else None
+    """newsletter.toml in `start` (default: the current directory) or the nearest folder above it,
+    as git finds its repository: commands work from issues/ or subscribers/ too."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_NAME).is_file():
+            # relative to the current directory when possible, so messages name short paths
+            return Path(os.path.relpath(folder / CONFIG_NAME)) if start is None else folder / CONFIG_NAME
+    return None
 
 
 def _line_of(text: str, key: str) -> int | None:
@@ -168,51 +169,84 @@ def _line_of(text: str, key: str) -> int | None:
     return text.count("\n", 0, m.start()) + 1 if m else None
 
 
-def load_settings(path: Path | None = None, env: dict[str, str] | None = None) -> Settings:
-    """Read newsletter.toml (if any) and apply environment overrides."""
+def _read_file(path: Path) -> tuple[dict[str, Any], str]:
+    """The file's settings, [newsletter] flattened into the top level, and its text."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such configuration file; create it with `newsletter init` "
+                          "or drop --config")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}; fix the TOML syntax") from None
+    top = data.pop("newsletter", {})
+    tables = {name: data.pop(name) for name in list(data) if name in providers.REGISTRY}
+    data = {**top, **data, "providers": tables}
+    secret_keys = [(data, SECRET_KEYS)] + [
+        (table, providers.REGISTRY[name].secrets) for name, table in tables.items() if isinstance(table, dict)]
+    for table, keys in secret_keys:
+        for key in table:
+            if key in keys:
+                raise ConfigError(
+                    f"{path}:{_line_of(text, key)}: {key}: secrets are read only from the "
+                    "environment; remove it from the file and set the environment variable"
+                )
+    return data, text
+
+
+def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read newsletter.toml (`path`, or the nearest one from the current directory up) and apply
+    the environment's overrides. Raises ConfigError, saying where it looked, when there is none."""
     env = dict(os.environ if env is None else env)
-    path = path or find_config()
-    data: dict = {}
-    text = ""
-    if path is not None:
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such configuration file; create it or drop --config")
-        text = path.read_text(encoding="utf-8")
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: {e}; fix the TOML syntax") from None
-        top = data.pop("newsletter", {})
-        data = {**top, **data}
-        for table in [data, *(v for v in data.values() if isinstance(v, dict))]:
-            for key in list(table):
-                if key in SECRET_KEYS:
-                    raise ConfigError(
-                        f"{path}:{_line_of(text, key)}: {key}: secrets are read only from the "
-                        "environment; remove it from the file and set the environment variable"
-                    )
-    for var, (section, key) in ENV_OVERRIDES.items():
+    if path is None:
+        path = find_config()
+        if path is None:
+            raise ConfigError(
+                f"no {CONFIG_NAME} in {Path.cwd()} or any folder above it; run `newsletter init` to "
+                "start a newsletter here, or pass --config PATH"
+            )
+    data, text = _read_file(path)
+    for var, (table, key) in ENV_OVERRIDES.items():
         if env.get(var):
-            target = data.setdefault(section, {}) if section else data
+            target = data["providers"].setdefault(table, {}) if table else data
             target[key] = env[var]
     if env.get("NEWSLETTER_PREVIEW_TO"):
         data["preview"] = [a.strip() for a in env["NEWSLETTER_PREVIEW_TO"].split(",") if a.strip()]
-    root = path.parent if path else Path.cwd()
+    root = path.parent
     data["root"] = root
     data["path"] = path
+    errors: list[tuple[tuple[str, ...], dict[str, Any]]] = []
+    tables = {}
+    for name, spec in providers.REGISTRY.items():
+        # a table left out gets the provider's defaults: every registered provider has settings
+        try:
+            tables[name] = spec.settings.model_validate(data["providers"].get(name) or {})
+        except ValidationError as e:
+            errors += [((name,), err) for err in e.errors()]
+    data["providers"] = tables
     try:
         settings = Settings.model_validate(data)
     except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            line = _line_of(text, str(err["loc"][-1])) if text else None
-            where = f"{path}:{line}" if line else f"{path or 'environment'}"
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown setting; check the spelling (see Configuration in README.md)"
-            lines.append(f"{where}: {loc}: {msg}")
-        raise ConfigError("\n".join(lines)) from None
+        errors += [((), err) for err in e.errors()]
+    if errors:
+        raise ConfigError(_located(errors, path, text, env)) from None
     if not settings.state_dir.is_absolute():
         settings.state_dir = root / settings.state_dir
     return settings
+
+
+def _located(errors: list[tuple[tuple[str, ...], Any]], path: Path, text: str, env: Mapping[str, str]) -> str:
+    """One `FILE:LINE: key: message` line per error; a value from the environment names its variable."""
+    lines = []
+    for table_loc, err in errors:
+        loc = [*table_loc, *(str(p) for p in err["loc"])]
+        key = loc[-1] if loc else ""
+        table = loc[0] if len(loc) > 1 else None
+        var = next((v for v, (t, k) in ENV_OVERRIDES.items() if (t, k) == (table, key) and env.get(v)), None)
+        line = _line_of(text, key) if key else None
+        where = var or (f"{path}:{line}" if line else f"{path}")
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting; check the spelling (see Configuration in README.md)"
+        lines.append(f"{where}: {'.'.join(loc)}: {msg}")
+    return "\n".join(lines)

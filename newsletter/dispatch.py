@@ -13,12 +13,11 @@ from datetime import datetime, timezone
 from itertools import islice
 
 from .errors import NewsletterError
-from .ledger import IN_FLIGHT, SENT, Ledger
+from .ledger import IN_FLIGHT, SENT, SendRecord
+from .message import BatchResult, Personalization
 from .personalize import Personalizer
-from .providers.base import BatchResult, Personalization, Provider
+from .providers.base import Provider
 from .subscribers import Subscriber, SubscriberList
-
-EXIT_OK, EXIT_INCOMPLETE = 0, 3  # 1 (invalid input) and 2 (usage) come from the errors raised
 
 
 @dataclass
@@ -85,23 +84,57 @@ class SendReport:
 
     @property
     def complete(self) -> bool:
+        """Every reader waiting for the issue got it: nothing failed, unknown or left over."""
         return not (self.failed or self.unsent or self.unknown or self.interrupted)
 
-    @property
-    def exit_code(self) -> int:
-        return EXIT_OK if self.complete else EXIT_INCOMPLETE
-
     def as_dict(self) -> dict[str, object]:
-        return {**asdict(self), "complete": self.complete, "exit_code": self.exit_code}
+        data = {**asdict(self), "complete": self.complete}
+        if self.mode == "dry-run":  # nothing was sent: say what would have been
+            data["would_send"] = data.pop("sent")
+        return data
+
+    def take_list(self, subscribers: SubscriberList) -> None:
+        """What reading the list found: rows, statuses, invalid rows and duplicates."""
+        self.rows = subscribers.rows
+        self.skipped_by_status = {k: v for k, v in subscribers.by_status.items() if k != "subscribed"}
+        self.invalid = [str(p) for p in subscribers.invalid]
+        self.duplicates = [str(p) for p in subscribers.duplicates]
+
+
+@dataclass
+class Selection:
+    """Who is waiting for the issue: subscribed readers the send record has no answer for.
+    Counts the rest into the report; used by the send loop and by the count before a send."""
+
+    record: SendRecord
+    report: SendReport
+    limit: int | None = None
+    resend_unknown: bool = False
+    taken: int = 0
+
+    def __call__(self, subscribers: Iterator[Subscriber]) -> Iterator[Subscriber]:
+        subscribed = (s for s in subscribers if s.status == "subscribed")
+        while chunk := list(islice(subscribed, 500)):  # one record look-up per 500 readers
+            states = self.record.states(s.key for s in chunk)
+            for sub in chunk:
+                state = states.get(sub.key)
+                if state == SENT:
+                    self.report.already_sent += 1
+                elif state == IN_FLIGHT and not self.resend_unknown:
+                    self.report.unknown.append(sub.email)
+                elif self.limit is not None and self.taken >= self.limit:
+                    self.report.left_for_later += 1
+                else:
+                    self.taken += 1
+                    yield sub
 
 
 @dataclass
 class Dispatcher:
     personalizer: Personalizer
     provider: Provider
-    ledger: Ledger | None  # who already has the issue; None for test sends
+    record: SendRecord  # who already has the issue, and where each answer is written
     report: SendReport
-    record: bool = True  # False for a dry run: look up the ledger, write nothing
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     stop: StopFlag = field(default_factory=StopFlag)
     limit: int | None = None
@@ -112,28 +145,10 @@ class Dispatcher:
     def __post_init__(self) -> None:
         self.envelope = self.personalizer.envelope()
         self.run_id = uuid.uuid4().hex[:8]
-        self.handed_over = 0
-
-    def todo(self, subscribers: Iterator[Subscriber]) -> Iterator[Subscriber]:
-        """Subscribed readers who do not have this issue yet, looked up in the ledger in chunks."""
-        while chunk := list(islice(subscribers, 500)):
-            states = self.ledger.states(s.key for s in chunk) if self.ledger else {}
-            for sub in chunk:
-                state = states.get(sub.key)
-                if state == SENT:
-                    self.report.already_sent += 1
-                elif state == IN_FLIGHT and not self.resend_unknown:
-                    self.report.unknown.append(sub.email)
-                elif self.limit is not None and self.handed_over >= self.limit:
-                    self.report.left_for_later += 1
-                else:
-                    self.handed_over += 1
-                    yield sub
 
     def run(self, subscribers: SubscriberList) -> SendReport:
         """Send to every subscribed reader of the list who has not had this issue yet."""
-        subscribed = (s for s in subscribers if s.status == "subscribed")
-        todo = self.todo(subscribed)
+        todo = Selection(self.record, self.report, self.limit, self.resend_unknown)(iter(subscribers))
         try:
             while not self.stop.requested and (chunk := list(islice(todo, self.provider.max_batch))):
                 self.send_batch([self.personalizer(s) for s in chunk])
@@ -143,13 +158,9 @@ class Dispatcher:
                 self.report.left_for_later += sum(1 for _ in todo)
         finally:
             self.provider.close()
-        r = self.report
-        r.rows = subscribers.rows
-        r.skipped_by_status = {k: v for k, v in subscribers.by_status.items() if k != "subscribed"}
-        r.invalid = [str(p) for p in subscribers.invalid]
-        r.duplicates = [str(p) for p in subscribers.duplicates]
-        r.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        return r
+        self.report.take_list(subscribers)
+        self.report.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return self.report
 
     def send_batch(self, batch: list[Personalization]) -> None:
         """One batch, retried while the provider says the failure is transient."""
@@ -157,18 +168,15 @@ class Dispatcher:
         batch_id = f"{self.run_id}-{self.report.batches:05d}"
         remaining = batch
         for attempt in range(1, self.retry.attempts + 1):
-            if self.ledger and self.record:
-                self.ledger.mark_in_flight(batch_id, self.provider.name, remaining)
+            self.record.mark_in_flight(batch_id, self.provider.name, remaining)
             try:
                 result = self.provider.send(self.envelope, remaining)
             except NewsletterError as e:
-                if self.ledger and self.record:
-                    # providers raise only before handing anything over: nothing was sent
-                    self.ledger.record(BatchResult(retry={p.email: str(e) for p in remaining}))
+                # providers raise only before handing anything over: nothing was sent
+                self.record.record(BatchResult(retry={p.email: str(e) for p in remaining}))
                 raise
             self.report.requests += 1
-            if self.ledger and self.record:
-                self.ledger.record(result)
+            self.record.record(result)
             self.report.sent += len(result.sent)
             self.report.failed.update(result.failed)
             self.report.unknown.extend(result.unknown)

@@ -24,9 +24,7 @@ class Problem:
 
 
 class NewsletterError(Exception):
-    """Root of every error the library raises; the CLI turns it into a message and exit code."""
-
-    exit_code = 1
+    """Root of every error the library raises; the CLI turns it into a message and an exit code."""
 
 
 class ConfigError(NewsletterError):
@@ -46,6 +44,5 @@ class SubscriberListError(NewsletterError):
 
 
 class UsageError(NewsletterError):
-    """The command was called in a way that cannot work (exit code 2)."""
-
-    exit_code = 2
+    """The library was asked for something that cannot work as asked (e.g. a test send without
+    preview addresses)."""

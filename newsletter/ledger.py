@@ -1,6 +1,13 @@
-"""The send record: one SQLite row per (issue, recipient), the single source of truth for
-"who already got this issue". A batch is written as in flight *before* it is handed to the provider
-and as sent once the provider accepts it, so a crash in between is detectable, never silent.
+"""The send record: the single source of truth for "who already got this issue".
+
+A batch is written as in flight *before* it is handed to the provider and as sent once the provider
+accepts it, so a crash in between is detectable, never silent. The dispatcher depends only on the
+`SendRecord` interface; three implementations:
+
+- SQLiteRecord: one SQLite row per (issue, recipient) in the state folder, with a lock so that two
+  sends of the same issue cannot run at once. Real sends.
+- ReadOnlyRecord: reads the same database, writes nothing, takes no lock. Dry runs and counts.
+- NoRecord: knows nothing, keeps nothing. Test sends to the preview inbox.
 """
 
 from __future__ import annotations
@@ -10,9 +17,10 @@ import sqlite3
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Protocol
 
 from .errors import NewsletterError
-from .providers.base import BatchResult, Personalization
+from .message import BatchResult, Personalization
 
 SENT, IN_FLIGHT, FAILED, RETRY = "sent", "in_flight", "failed", "retry"
 
@@ -37,20 +45,95 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-class Ledger:
-    """Open with a context manager; holds an exclusive lock per issue so two sends cannot race."""
+class SendRecord(Protocol):
+    """What the dispatcher needs to know and to write about one issue's deliveries."""
 
-    def __init__(self, state_dir: Path, issue: str, *, readonly: bool = False):
+    def states(self, keys: Iterable[str]) -> dict[str, str]:
+        """Recorded state (SENT, IN_FLIGHT, FAILED, RETRY) of each key that has one."""
+        ...
+
+    def mark_in_flight(self, batch_id: str, provider: str, batch: list[Personalization]) -> None:
+        """Before a batch is handed over: a crash from here on leaves it in flight."""
+        ...
+
+    def record(self, result: BatchResult) -> None:
+        """What the provider said; an unknown fate stays in flight."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class NoRecord:
+    """Test sends: nothing is known beforehand and nothing is kept."""
+
+    def states(self, keys: Iterable[str]) -> dict[str, str]:
+        return {}
+
+    def mark_in_flight(self, batch_id: str, provider: str, batch: list[Personalization]) -> None:
+        pass
+
+    def record(self, result: BatchResult) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _SQLiteStates:
+    """The look-up both SQLite records share."""
+
+    db: sqlite3.Connection
+    issue: str
+
+    def states(self, keys: Iterable[str]) -> dict[str, str]:
+        keys = list(keys)
+        found: dict[str, str] = {}
+        for i in range(0, len(keys), 900):  # SQLite's bound-parameter limit
+            chunk = keys[i : i + 900]
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT email_key, state FROM deliveries WHERE issue = ? AND email_key IN ({marks})",
+                [self.issue, *chunk],
+            )
+            found.update(rows)
+        return found
+
+    def __enter__(self) -> _SQLiteStates:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class ReadOnlyRecord(_SQLiteStates):
+    """Dry runs and counts: what a real send would find, without a lock (a real send may be
+    running) and without creating or writing anything."""
+
+    def __init__(self, state_dir: Path, issue: str):
+        self.issue = issue
+        path = state_dir / "sends.sqlite3"
+        if path.exists():
+            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        else:
+            self.db = sqlite3.connect(":memory:", isolation_level=None)
+            self.db.executescript(SCHEMA)
+
+    def mark_in_flight(self, batch_id: str, provider: str, batch: list[Personalization]) -> None:
+        pass  # a dry run hands nothing over
+
+    def record(self, result: BatchResult) -> None:
+        pass
+
+
+class SQLiteRecord(_SQLiteStates):
+    """Real sends. Holds an exclusive lock per issue so two sends cannot race."""
+
+    def __init__(self, state_dir: Path, issue: str):
         self.issue = issue
         self.path = state_dir / "sends.sqlite3"
-        self._lock = None
-        if readonly:
-            # a dry run only reads: no lock (a real send may be running) and no file created
-            uri = f"file:{self.path}?mode=ro" if self.path.exists() else "file::memory:"
-            self.db = sqlite3.connect(uri, uri=True, isolation_level=None)
-            if not self.path.exists():
-                self.db.executescript(SCHEMA)
-            return
         state_dir.mkdir(parents=True, exist_ok=True)
         self._lock = (state_dir / f"{issue}.lock").open("w")
         try:
@@ -68,30 +151,9 @@ class Ledger:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
 
-    def __enter__(self) -> Ledger:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def close(self) -> None:
         self.db.close()
-        if self._lock is not None:
-            self._lock.close()
-
-    def states(self, keys: Iterable[str]) -> dict[str, str]:
-        """Recorded state of each key that has one."""
-        keys = list(keys)
-        found: dict[str, str] = {}
-        for i in range(0, len(keys), 900):  # SQLite's bound-parameter limit
-            chunk = keys[i : i + 900]
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(
-                f"SELECT email_key, state FROM deliveries WHERE issue = ? AND email_key IN ({marks})",
-                [self.issue, *chunk],
-            )
-            found.update(rows)
-        return found
+        self._lock.close()
 
     def mark_in_flight(self, batch_id: str, provider: str, batch: list[Personalization]) -> None:
         now = _now()
@@ -108,7 +170,6 @@ class Ledger:
             )
 
     def record(self, result: BatchResult) -> None:
-        """Write what the provider said; an unknown fate stays in flight."""
         now = _now()
         rows = [(SENT, a, now, e) for e, a in result.sent.items()]
         rows += [(FAILED, a, now, e) for e, a in result.failed.items()]

@@ -12,7 +12,7 @@ from email.policy import EmailPolicy
 from email.utils import formataddr, formatdate, make_msgid
 from functools import lru_cache
 
-from .providers.base import Envelope, Personalization
+from .message import Envelope, Personalization
 
 
 class _MailPolicy(EmailPolicy):
@@ -93,7 +93,7 @@ def message_bytes(
     in pure Python). utf8: serialize for SMTPUTF8, as send_message did for a non-ASCII address.
 
     Each header goes through the same policy, so it is byte for byte build_message's; the bodies
-    are encoded by the C codecs and spliced into a skeleton made once per envelope. base64 comes
+    are encoded by the C codecs and spliced into a skeleton made once per pair of encodings. base64 comes
     out identical; quoted-printable may break lines elsewhere but decodes to the same text."""
     subject, html, text = envelope.fill(p)
     headers = _headers(envelope, p, subject)
@@ -104,7 +104,8 @@ def message_bytes(
             chunks.append(_fold(name, value, utf8))
         else:  # To with a name (an Address: unhashable, and one per reader anyway)
             chunks.append(policy.fold_binary(*policy.header_store_parse(name, value)))
-    before, between, after, text_cte, html_cte = _skeleton(envelope)
+    text_cte, html_cte = transfer_encoding(envelope.text), transfer_encoding(envelope.html)
+    before, between, after = _skeleton(text_cte, html_cte)
     chunks += [before, _encode(text, text_cte), between, _encode(html, html_cte), after]
     return b"".join(chunks), str(dict(headers)["Message-ID"])
 
@@ -116,18 +117,12 @@ def _fold(name: str, value: str, utf8: bool) -> bytes:
     return policy.fold_binary(*policy.header_store_parse(name, value))
 
 
-_Skeleton = tuple[bytes, bytes, bytes, str, str]  # before text, between, after HTML, the two CTEs
-# id(envelope) -> (envelope, skeleton): the entry keeps its envelope alive, so that the id cannot
-# be reused meanwhile; an lru_cache would hash the envelope by value, i.e. its ~60 KB of text
-_skeletons: dict[int, tuple[Envelope, _Skeleton]] = {}
+_Skeleton = tuple[bytes, bytes, bytes]  # before the text body, between the two, after the HTML
 
 
-def _skeleton(envelope: Envelope) -> _Skeleton:
-    """Everything after the top-level headers but the two bodies, for this envelope."""
-    hit = _skeletons.get(id(envelope))
-    if hit is not None and hit[0] is envelope:
-        return hit[1]
-    text_cte, html_cte = transfer_encoding(envelope.text), transfer_encoding(envelope.html)
+@lru_cache(maxsize=4)  # a pure function of the two encodings: four possible skeletons in all
+def _skeleton(text_cte: str, html_cte: str) -> _Skeleton:
+    """Everything after the top-level headers but the two bodies, for these transfer encodings."""
     # build_message's own calls, flattened the way send_message did: MIME-Version, Content-Type,
     # the part headers (MIME-Version in the HTML part too), blank lines and delimiters are its own
     msg = EmailMessage(policy=POLICY)
@@ -136,17 +131,13 @@ def _skeleton(envelope: Envelope) -> _Skeleton:
     text_part, html_part = msg.iter_parts()
     text_part.set_payload("\0text\0")
     html_part.set_payload("\0html\0")
-    # One boundary for every message of the envelope is safe: the generator's look like
+    # One boundary for every message is safe: the generator's look like
     # "===============<19 digits>==", so a delimiter line starts with "--==". base64 has no "-",
     # and in quoted-printable "=" is always followed by two hex digits or the line end: no body
     # line can ever be taken for a delimiter, whatever a reader's values.
     before, rest = msg.as_bytes(policy=_WIRE[False]).split(b"\0text\0")
     between, after = rest.split(b"\0html\0")
-    skeleton = (before, between, after, text_cte, html_cte)
-    if len(_skeletons) >= 4:  # a send uses one envelope; tests a few
-        del _skeletons[next(iter(_skeletons))]
-    _skeletons[id(envelope)] = (envelope, skeleton)
-    return skeleton
+    return before, between, after
 
 
 def _encode(body: str, cte: str) -> bytes:

@@ -11,11 +11,15 @@ import hmac
 from urllib.parse import quote
 
 from .config import Settings
-from .providers.base import Envelope, Personalization
-from .render import Rendered
+from .message import Envelope, Personalization, Rendered
 from .subscribers import Subscriber
 
-ASM_UNSUBSCRIBE = "<%asm_group_unsubscribe_raw_url%>"  # SendGrid fills it when an ASM group is set
+# The reader every preview shows (render, check, preview, the HTML size): no name, so that
+# `default(...)` fallbacks show. Its unsubscribe token is signed with a fixed key: it has the length
+# of a real one (so the sizes are a reader's), but works for nobody.
+SAMPLE_SUBSCRIBER = Subscriber(email="reader@example.com", name="", status="subscribed",
+                               fields={"email": "reader@example.com"}, line=0)
+SAMPLE_SECRET = "sample-only: not a real key, links signed with it are refused"
 
 
 def unsubscribe_token(secret: str, email: str) -> str:
@@ -30,7 +34,7 @@ def verify_unsubscribe_token(secret: str, email: str, token: str) -> bool:
 
 
 class Personalizer:
-    """Turns a Subscriber into a Personalization for one rendered issue."""
+    """Turns a Subscriber into a Personalization for one rendered issue and one provider."""
 
     def __init__(self, rendered: Rendered, settings: Settings, secret: str, *, provider: str,
                  test: bool = False):
@@ -38,14 +42,14 @@ class Personalizer:
         self.settings = settings
         self.secret = secret
         self.test = test
-        # SendGrid's unsubscribe groups exist only when SendGrid sends
-        self.asm = settings.sendgrid.asm_group_id is not None and provider == "sendgrid"
         self.url_template = settings.unsubscribe_url or ""
         self.mailto = settings.unsubscribe_mailto
+        # a provider with its own unsubscribe mechanism (SendGrid's groups) fills its tag itself
+        self.provider_tag = settings.own_unsubscribe(provider)
 
     def unsubscribe_url(self, email: str) -> str:
         if not self.url_template:
-            return ASM_UNSUBSCRIBE if self.asm else ""
+            return self.provider_tag or ""
         return self.url_template.format(email=quote(email, safe="@"), token=unsubscribe_token(self.secret, email))
 
     def headers(self, url: str, email: str) -> dict[str, str]:
@@ -67,24 +71,37 @@ class Personalizer:
         address = to or sub.email
         url = self.unsubscribe_url(address)
         raw, escaped = self.rendered.values(sub.fields, url)
-        if url == ASM_UNSUBSCRIBE:
-            escaped[0] = url  # SendGrid's own tag: it must reach SendGrid verbatim to be replaced
-        headers = {} if (self.asm and not self.url_template) else self.headers(url, address)
+        if self.provider_tag and url == self.provider_tag:
+            escaped[0] = url  # the provider's own tag must reach it verbatim to be replaced
+            headers = {}  # and the provider adds its own List-Unsubscribe headers
+        else:
+            headers = self.headers(url, address)
         return Personalization(address, "" if to else sub.name, tuple(raw), tuple(escaped), headers, sub.line)
 
     def envelope(self) -> Envelope:
         r, s = self.rendered, self.settings
-        prefix = "[TEST] " if self.test else ""
         return Envelope(
             issue_id=r.stem,
             from_email=s.from_email,
             from_name=s.from_name or s.name,
             reply_to=s.reply_to,
-            subject=prefix + r.subject,
+            subject=("[TEST] " if self.test else "") + r.subject,
             html=r.html,
             text=r.text,
-            slots=len(r.fields) + 1,
-            categories=("newsletter", r.stem) if not self.test else ("newsletter", r.stem, "test"),
-            asm_group_id=s.sendgrid.asm_group_id if self.asm else None,
+            slots=r.slots,
+            categories=("newsletter", r.stem, "test") if self.test else ("newsletter", r.stem),
             test=self.test,
         )
+
+
+def sample_message(rendered: Rendered, settings: Settings) -> tuple[str, str, str]:
+    """(subject, html, text) as SAMPLE_SUBSCRIBER gets them: what `render` writes, what `check`
+    and the dry run measure, what the preview shows. One fill path, the one every send uses."""
+    p = Personalizer(rendered, settings, SAMPLE_SECRET, provider=settings.provider)
+    return p.envelope().fill(p(SAMPLE_SUBSCRIBER))
+
+
+def html_size(rendered: Rendered, settings: Settings) -> int:
+    """Bytes of the HTML part as a reader gets it (UTF-8, before transfer encoding), for the
+    sample reader: the figure check, render and the dry run all print."""
+    return len(sample_message(rendered, settings)[1].encode("utf-8"))

@@ -1,4 +1,4 @@
-"""The stages most commands share: load an issue, render it once, run the pre-send checks."""
+"""The stages every command shares: load an issue, render it once, run the pre-send checks."""
 
 from __future__ import annotations
 
@@ -9,11 +9,15 @@ from .checks import check_issue
 from .config import Settings
 from .errors import Problem
 from .issue import Issue, load_issue
-from .render import SAMPLE_SUBSCRIBER, Rendered, render_issue
+from .message import Rendered
+from .personalize import sample_message
+from .render import Renderer
 
 
 @dataclass
 class Prepared:
+    """An issue file, validated, rendered once and checked."""
+
     path: Path
     issue: Issue
     rendered: Rendered
@@ -28,25 +32,19 @@ class Prepared:
         return [p for p in self.problems if p.severity == "warning"]
 
 
-def prepare(path: Path, settings: Settings) -> Prepared:
-    """Validate, render once and check an issue file; raises IssueError when it is invalid."""
+def prepare(path: Path, settings: Settings, renderer: Renderer | None = None) -> Prepared:
+    """Validate, render once and check an issue file; raises IssueError when it is invalid.
+    Pass a `renderer` to reuse its templates and inliner across calls (the preview does)."""
     issue = load_issue(path, default_language=settings.language)
-    rendered = render_issue(issue, settings, path.stem)
+    rendered = (renderer or Renderer(settings)).render(issue, path.stem)
     return Prepared(path, issue, rendered, check_issue(issue, path, settings, rendered))
 
 
-def sample_unsubscribe_url(settings: Settings, email: str = SAMPLE_SUBSCRIBER["email"]) -> str:
-    """What a reader's unsubscribe link looks like, for previews (the token is a placeholder)."""
-    if not settings.unsubscribe_url:
-        return "#unsubscribe"
-    return settings.unsubscribe_url.format(email=email, token="PREVIEW-TOKEN")
-
-
 def write_rendered(prepared: Prepared, settings: Settings, out_dir: Path) -> list[Path]:
-    """Write <stem>.html, .txt and .mjml, filled for a sample reader without a name."""
+    """Write <stem>.html, .txt and .mjml as the sample reader gets them (see sample_message)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     r = prepared.rendered
-    _, html, text = r.personalize(SAMPLE_SUBSCRIBER, sample_unsubscribe_url(settings))
+    _, html, text = sample_message(r, settings)
     paths = []
     for suffix, content in ((".html", html), (".txt", text), (".mjml", r.mjml)):
         p = out_dir / f"{r.stem}{suffix}"

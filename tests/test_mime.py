@@ -12,7 +12,7 @@ from urllib.parse import quote
 import pytest
 
 from newsletter.mime import POLICY, build_message, message_bytes, transfer_encoding
-from newsletter.providers.base import Envelope, Personalization
+from newsletter.message import Envelope, Personalization
 
 URL = "https://example.org/unsubscribe?email=anna%40example.com&token=N5z7GOICQQNxqxILaqY1cg"
 HEADERS = {"List-Unsubscribe": f"<{URL}>, <mailto:unsubscribe@example.org?subject=unsubscribe%20anna%40example.com>",
@@ -197,7 +197,7 @@ def test_a_line_break_in_a_value_is_refused_like_build_message():
 
 def test_non_ascii_addresses_over_smtp(serve):
     # send_message's SMTPUTF8 handling, now in SMTPProvider: used when offered, a failure if not
-    from newsletter.config import SMTPSettings
+    from newsletter.providers.smtp import SMTPSettings
     from newsletter.providers.smtp import SMTPProvider
     from smtp_server import Recorder
 

@@ -11,8 +11,10 @@ import pytest
 from conftest import EXAMPLE, REPO, SMALL_ISSUE
 from newsletter.config import load_settings
 from newsletter.issue import parse_issue
-from newsletter.pipeline import prepare, sample_unsubscribe_url
-from newsletter.render import SAMPLE_SUBSCRIBER, render_issue
+from newsletter.personalize import Personalizer, html_size, sample_message, unsubscribe_token
+from newsletter.pipeline import prepare, write_rendered
+from newsletter.render import Renderer
+from newsletter.subscribers import Subscriber
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -22,10 +24,16 @@ def settings(project):
     return load_settings(project.root / "newsletter.toml", env={})
 
 
-def render_small(settings, text=SMALL_ISSUE, subscriber=SAMPLE_SUBSCRIBER):
-    issue = parse_issue(text, "small.yaml")
-    r = render_issue(issue, settings, "small")
-    return r.personalize(subscriber, "https://example.org/unsubscribe?email=reader%40example.com&token=T")
+SECRET = "k3y-for-render-tests"
+
+
+def render_small(settings, text=SMALL_ISSUE, subscriber=None):
+    """(subject, html, text) as `subscriber` (default: a reader without a name) gets them."""
+    rendered = Renderer(settings).render(parse_issue(text, "small.yaml"), "small")
+    fields = subscriber or {"email": "reader@example.com"}
+    p = Personalizer(rendered, settings, SECRET, provider="smtp")
+    reader = Subscriber(fields["email"], fields.get("name", ""), "subscribed", fields, 2)
+    return p.envelope().fill(p(reader))
 
 
 def test_html_keeps_doctype_lang_preheader_and_media_queries(settings):
@@ -66,8 +74,9 @@ def test_merge_fields_fall_back_and_are_escaped_per_part(settings):
 
 def test_unsubscribe_link_and_postal_address_in_footer(settings):
     _, html, text = render_small(settings)
-    assert 'href="https://example.org/unsubscribe?email=reader%40example.com&amp;token=T"' in html
-    assert "Unsubscribe: https://example.org/unsubscribe?email=reader%40example.com&token=T" in text
+    token = unsubscribe_token(SECRET, "reader@example.com")
+    assert f'href="https://example.org/unsubscribe?email=reader@example.com&amp;token={token}"' in html
+    assert f"Unsubscribe: https://example.org/unsubscribe?email=reader@example.com&token={token}" in text
     assert "1 Example Street, Springfield" in html and "1 Example Street, Springfield" in text
 
 
@@ -94,10 +103,12 @@ def test_labels_and_dates_follow_the_issue_language(settings):
     _, html, text = render_small(settings, ru)
     assert "31 марта 2021" in html and "Доступность:" in html and "Отписаться" in html
     _, html, text = render_small(settings)
-    assert "March 31, 2021" in html and "Availability:" in html and "Unsubscribe" in html
-    # an unknown label language falls back to English; the date still follows the language
+    assert "March 31, 2021" in html and "Links:" in html and "Unsubscribe" in html
     _, html, _ = render_small(settings, SMALL_ISSUE.replace("language: en", "language: de"))
-    assert "31. März 2021" in html and "Availability:" in html
+    assert "31. März 2021" in html and "Links:" in html and "Abmelden" in html
+    # a language without labels falls back to English; the date still follows the language
+    _, html, _ = render_small(settings, SMALL_ISSUE.replace("language: en", "language: ja"))
+    assert "2021年3月31日" in html and "Links:" in html and "Unsubscribe" in html
 
 
 def test_sections_without_image_or_links_and_emoji(settings):
@@ -109,6 +120,7 @@ def test_sections_without_image_or_links_and_emoji(settings):
 
 
 def test_templates_come_from_the_project_root_whatever_the_issue_folder(project, tmp_path):
+    (project.root / "templates").mkdir()
     (project.root / "templates" / "digest.mjml.j2").write_text(
         (REPO / "templates" / "digest.mjml.j2").read_text().replace("<mj-body", "<mj-body css-class=\"custom-marker\""))
     elsewhere = tmp_path / "elsewhere" / "march.yaml"
@@ -122,7 +134,7 @@ def test_example_issue_renders_below_gmail_clipping():
     settings = load_settings(REPO / "newsletter.toml", env={})
     prepared = prepare(EXAMPLE, settings)
     assert prepared.errors == []
-    _, html, text = prepared.rendered.personalize(SAMPLE_SUBSCRIBER, sample_unsubscribe_url(settings))
+    _, html, text = sample_message(prepared.rendered, settings)
     assert len(html.encode()) < 90_000
     assert '<html lang="ru"' in html or re.search(r'<html[^>]* lang="ru"', html)
     assert "Привет, читатель!" in text

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.config import SendGridSettings
+from newsletter.providers.sendgrid import SendGridSettings
 from newsletter.errors import ConfigError
-from newsletter.providers import sendgrid as sendgrid_module
-from newsletter.providers.base import BatchResult, Envelope, Personalization
+from newsletter.providers.sendgrid import client as sendgrid_module
+from newsletter.message import BatchResult, Envelope, Personalization
 from newsletter.providers.sendgrid import SendGridProvider
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,8 +76,8 @@ def person(n: int, name: str = "Анна Петрова") -> Personalization:
     )
 
 
-def provider(url: str, key: str | None = KEY) -> SendGridProvider:
-    return SendGridProvider(SendGridSettings(api_url=url, api_key=key))
+def provider(url: str, key: str | None = KEY, asm_group_id: int | None = None) -> SendGridProvider:
+    return SendGridProvider(SendGridSettings(api_url=url, api_key=key, asm_group_id=asm_group_id))
 
 
 def messages(result: BatchResult) -> list[str]:
@@ -179,9 +179,9 @@ def test_body_is_compact_utf8_json_with_the_key_as_bearer(standin: StandIn) -> N
 
 
 def test_each_recipient_gets_own_personalization_and_html_escaped_tags(standin: StandIn) -> None:
-    env = envelope(asm_group_id=4242)
+    env = envelope()
     batch = [person(1, "Tom & <Jerry>"), person(2, "Ёжик"), person(3, "")]
-    provider(standin.url).send(env, batch)
+    provider(standin.url, asm_group_id=4242).send(env, batch)
     body = standin.requests[0].json()
 
     assert body["subject"] == env.subject and "NLMF1T" in body["subject"]  # once, tokens left in
@@ -386,9 +386,9 @@ def violations(url: str, body: dict) -> list[dict]:
 
 @pytest.mark.prism
 def test_prism_accepts_a_cyrillic_batch(prism: str) -> None:
-    env = envelope(asm_group_id=77)
+    env = envelope()
     batch = [person(1, "Анна Петрова"), person(2, "Tom & <Jerry>"), person(3, "Ёлкин-Палкин")]
-    sg = provider(prism)
+    sg = provider(prism, asm_group_id=77)
     result = sg.send(env, batch)
     assert result.sent == dict.fromkeys((p.email for p in batch), "accepted"), messages(result)
     assert violations(prism, sg.body(env, batch)) == []

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from newsletter.config import SMTPSettings
+from newsletter.providers.smtp import SMTPSettings
 from newsletter.errors import ConfigError
-from newsletter.providers.base import Envelope, Personalization
+from newsletter.message import Envelope, Personalization
 from newsletter.providers.smtp import SMTPProvider
 from smtp_server import Recorder, free_port
 

@@ -1,38 +1,57 @@
-"""Mail providers behind one small interface; registered by name. Dry run is one of them."""
+"""Mail providers, registered in one place.
+
+Each provider is a subpackage: its `__init__` declares a `SPEC` (name, its `[name]` table in
+newsletter.toml, its environment variables, its batch size, whether it brings its own unsubscribe
+link) and stays cheap to import; the client that really talks to the service is imported only when a
+send needs it. The configuration, the command line and the campaign all read this registry, so adding
+a provider means adding one subpackage and one line below.
+
+The dry run is a provider too (dry_run.py, the default), but not a registered one: it has no settings
+and is never chosen with --provider.
+"""
 
 from __future__ import annotations
 
-from ..config import Settings
-from ..errors import UsageError
-from .base import BatchResult, Envelope, Personalization, Provider
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-NAMES = ("dry-run", "sendgrid", "smtp")
+from pydantic import BaseModel
 
-
-def batch_size(name: str, settings: Settings) -> int:
-    """Recipients per provider call, without building the provider (dry-run summaries)."""
-    if name == "smtp":
-        from .smtp import SMTPProvider
-
-        return SMTPProvider.max_batch
-    return settings.sendgrid.batch_size if name == "sendgrid" else 1000
+from ..errors import ConfigError
+from .base import Provider
 
 
-def make_provider(name: str, settings: Settings, **options: object) -> Provider:
-    """Build the provider registered under `name`."""
-    if name == "dry-run":
-        from .dry_run import DryRunProvider
-
-        return DryRunProvider(**options)  # type: ignore[arg-type]
-    if name == "sendgrid":
-        from .sendgrid import SendGridProvider
-
-        return SendGridProvider(settings.sendgrid)
-    if name == "smtp":
-        from .smtp import SMTPProvider
-
-        return SMTPProvider(settings.smtp)
-    raise UsageError(f"unknown provider {name!r}; use one of: {', '.join(NAMES)}")
+@dataclass(frozen=True)
+class ProviderSpec:
+    name: str
+    settings: type[BaseModel]  # validates the provider's [name] table of newsletter.toml
+    create: Callable[[Any], Provider]  # settings -> provider; imports the client
+    env: Mapping[str, str] = field(default_factory=dict)  # environment variable -> setting
+    secrets: frozenset[str] = frozenset()  # settings read only from the environment
+    batch_size: Callable[[Any], int] = lambda settings: 1  # recipients per provider call
+    # the tag this provider replaces with its own unsubscribe link (SendGrid's groups), when set up
+    own_unsubscribe: Callable[[Any], str | None] = lambda settings: None
 
 
-__all__ = ["BatchResult", "Envelope", "Personalization", "Provider", "make_provider", "NAMES"]
+def _registered() -> dict[str, ProviderSpec]:
+    from . import sendgrid, smtp
+
+    return {spec.name: spec for spec in (sendgrid.SPEC, smtp.SPEC)}
+
+
+REGISTRY: dict[str, ProviderSpec] = _registered()
+
+
+def names() -> list[str]:
+    return list(REGISTRY)
+
+
+def spec(name: str) -> ProviderSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown provider {name!r}; use one of: {', '.join(REGISTRY)}") from None
+
+
+__all__ = ["Provider", "ProviderSpec", "REGISTRY", "names", "spec"]

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from ..mime import build_message
-from .base import BatchResult, Envelope, Personalization
+from ..message import BatchResult, Envelope, Personalization
 
 
 class DryRunProvider:

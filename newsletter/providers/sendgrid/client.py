@@ -14,10 +14,10 @@ from typing import Any
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
-from ..config import SendGridSettings
-from ..errors import ConfigError
-from ..merge import token
-from .base import BatchResult, Envelope, Personalization
+from ...errors import ConfigError
+from ...merge import token
+from ...message import BatchResult, Envelope, Personalization
+from . import SendGridSettings
 
 TIMEOUT = 60.0  # seconds; the client's default is none at all, which can hang a send forever
 MAX_RETRY_AFTER = 900.0  # a rate-limit reset further away than this is clock skew or a bad header
@@ -48,6 +48,7 @@ class SendGridProvider:
         self.max_batch = min(settings.batch_size, 1000)
         self.api_url = settings.api_url.rstrip("/")  # "host/" would POST to //v3/mail/send
         self._key = settings.api_key
+        self._asm_group_id = settings.asm_group_id
         self._client = SendGridAPIClient(settings.api_key, host=self.api_url).client
         self._client.request_headers["Content-Type"] = CONTENT_TYPE
         self._tags: tuple[Envelope, list[tuple[str, int, bool]]] | None = None
@@ -126,8 +127,8 @@ class SendGridProvider:
         categories = list(dict.fromkeys(envelope.categories))[:MAX_CATEGORIES]  # must be unique
         if categories:
             body["categories"] = categories
-        if envelope.asm_group_id is not None:
-            body["asm"] = {"group_id": envelope.asm_group_id}
+        if self._asm_group_id is not None:
+            body["asm"] = {"group_id": self._asm_group_id}
         return body
 
     def close(self) -> None:

@@ -1,0 +1,51 @@
+"""SendGrid's v3 Mail Send API: up to 1000 recipients a request."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import ProviderSpec
+
+if TYPE_CHECKING:
+    from .client import SendGridProvider
+
+# SendGrid replaces this with the reader's link to its unsubscribe group
+ASM_UNSUBSCRIBE = "<%asm_group_unsubscribe_raw_url%>"
+
+
+class SendGridSettings(BaseModel):
+    """The [sendgrid] table of newsletter.toml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_url: str = "https://api.sendgrid.com"
+    api_key: str | None = Field(default=None, exclude=True, repr=False)  # SENDGRID_API_KEY only
+    asm_group_id: int | None = None  # SendGrid's unsubscribe group instead of our own unsubscribe URL
+    batch_size: int = Field(default=1000, ge=1, le=1000)
+
+
+def _create(settings: SendGridSettings) -> SendGridProvider:
+    from .client import SendGridProvider
+
+    return SendGridProvider(settings)
+
+
+SPEC = ProviderSpec(
+    name="sendgrid",
+    settings=SendGridSettings,
+    create=_create,
+    env={"SENDGRID_API_KEY": "api_key", "SENDGRID_API_URL": "api_url"},
+    secrets=frozenset({"api_key"}),
+    batch_size=lambda settings: settings.batch_size,
+    own_unsubscribe=lambda settings: ASM_UNSUBSCRIBE if settings.asm_group_id is not None else None,
+)
+
+
+def __getattr__(name: str) -> object:
+    if name == "SendGridProvider":  # `from newsletter.providers.sendgrid import SendGridProvider`
+        from .client import SendGridProvider
+
+        return SendGridProvider
+    raise AttributeError(name)
