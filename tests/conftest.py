@@ -1,5 +1,6 @@
-"""Shared fixtures: a throwaway project (newsletter.toml + the real templates) and a CLI runner
-that runs the installed console entry point in a subprocess, as an editor would."""
+"""Shared fixtures: a throwaway project (newsletter.toml, the built-in templates) and a CLI runner
+that runs the command line in-process (click's CliRunner) with the editor's arguments, working
+folder and environment; tests about signals and terminals start real processes themselves."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
+from click.testing import CliRunner
 
 from smtp_server import CountingController, Recorder, free_port
 
@@ -102,13 +104,32 @@ class Result:
         return self.out + self.err
 
 
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, input: str | None = None,
-            timeout: float = 120) -> Result:
-    """Run `newsletter ARGS` in a subprocess, as the editor would (no terminal attached)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NEWSLETTER_", "SENDGRID_"))}
-    full_env.update({"COLUMNS": "200", "NO_COLOR": "1", **(env or {})})
-    proc = subprocess.run([sys.executable, "-m", "newsletter", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, input=input, timeout=timeout)
+def clean_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment without the developer's own newsletter settings, plus `env`."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("NEWSLETTER_", "SENDGRID_"))}
+    full.update({"COLUMNS": "200", "NO_COLOR": "1", **(env or {})})
+    return full
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, input: str | None = None) -> Result:
+    """`newsletter ARGS` in `cwd`, in-process, as the editor would run it (no terminal attached)."""
+    from newsletter.cli import cli
+
+    unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith(("NEWSLETTER_", "SENDGRID_"))}
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        r = CliRunner().invoke(cli, list(args), env={**unset, **clean_env(env)}, input=input,
+                               prog_name="newsletter")
+    finally:
+        os.chdir(old)
+    return Result(r.exit_code, r.stdout, r.stderr)
+
+
+def run_process(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> Result:
+    """`python -m newsletter ARGS` in a real process: for exit codes and messages as a shell sees them."""
+    proc = subprocess.run([sys.executable, "-m", "newsletter", *args], cwd=cwd, env=clean_env(env),
+                          capture_output=True, text=True, timeout=timeout)
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
