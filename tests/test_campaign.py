@@ -1,0 +1,128 @@
+"""The library as a script uses it: plan, then send, through the public API; and the send loop itself
+driven with a scripted provider (our own Provider interface: it stands in for a mail service whose
+answers a test must choose, e.g. "accepted, then the answer was lost")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from conftest import SMALL_ISSUE, Project
+from newsletter import Campaign, ReadOnlyRecord, SQLiteRecord, StopFlag, load_settings, prepare
+from newsletter.dispatch import Dispatcher, RetryPolicy, SendReport
+from newsletter.errors import ConfigError
+from newsletter.ledger import IN_FLIGHT, SENT
+from newsletter.message import BatchResult, Envelope, Personalization
+from smtp_server import Recorder
+
+SECRET = "library-test-secret-0123456789abcdef"
+
+
+def campaign(project: Project, n: int = 5, env: dict[str, str] | None = None, provider: str | None = None) -> Campaign:
+    project.write_issue(SMALL_ISSUE, "2021-03.yaml")
+    project.write_list("email,name\n" + "".join(f"r{i}@example.com,R{i}\n" for i in range(n)))
+    settings = load_settings(project.root / "newsletter.toml", env={"NEWSLETTER_SECRET": SECRET, **(env or {})})
+    return Campaign(prepare(project.root / "issues" / "2021-03.yaml", settings), settings, "readers", provider)
+
+
+@dataclass
+class Scripted:
+    """A provider whose answer for each address is chosen by the test; records every hand-over."""
+
+    answers: dict[str, str] = field(default_factory=dict)  # email -> "failed" | "retry" | "unknown"
+    max_batch: int = 2
+    name: str = "scripted"
+    handed: list[str] = field(default_factory=list)
+    closed: bool = False
+
+    def send(self, envelope: Envelope, batch: list[Personalization]) -> BatchResult:
+        result = BatchResult()
+        for p in batch:
+            self.handed.append(p.email)
+            outcome = self.answers.get(p.email, "sent")
+            getattr(result, outcome)[p.email] = f"{outcome} by script"
+        return result
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_plan_counts_without_writing_anything(project: Project) -> None:
+    c = campaign(project, n=5)
+    plan = c.plan(limit=3)
+    assert plan.recipients == 3 and plan.report.left_for_later == 2 and plan.report.rows == 5
+    assert plan.batches == 3  # SMTP: one message a call
+    assert not (project.root / ".newsletter").exists() and not (project.root / "outbox").exists()
+
+
+def test_send_then_plan_again_finds_nobody_waiting(project: Project, serve) -> None:
+    handler = Recorder()
+    c = campaign(project, n=5, env={"NEWSLETTER_SMTP_PORT": str(serve(handler))})
+    report = c.send()
+    assert report.complete and report.sent == 5 and len(handler.messages) == 5
+    assert c.plan().recipients == 0 and c.plan().report.already_sent == 5
+    assert c.send().sent == 0 and len(handler.messages) == 5  # exactly once
+
+
+def test_dry_run_report_speaks_of_would_send_and_prints_one_html_size(project: Project) -> None:
+    c = campaign(project, n=2)
+    report = c.dry_run()
+    assert report.as_dict()["would_send"] == 2 and "sent" not in report.as_dict()
+    html = (c.outbox / "2021-03.html").read_bytes()
+    assert report.html_bytes == len(html)  # the file render/dry run write is the size reported
+
+
+def test_unsubscribe_mechanism_comes_from_the_provider(project: Project) -> None:
+    cfg = project.root / "newsletter.toml"
+    cfg.write_text(cfg.read_text().replace('unsubscribe_url = "https://example.org/unsubscribe?email={email}&token={token}"\n', "")
+                   + "\n[sendgrid]\nasm_group_id = 7\n")
+    assert campaign(project, provider="sendgrid").plan().recipients == 5  # SendGrid brings its own
+    with pytest.raises(ConfigError, match="smtp has no unsubscribe mechanism of its own"):
+        campaign(project, provider="smtp")
+
+
+def run_loop(c: Campaign, provider: Scripted, state_dir: Path, **kwargs: object) -> SendReport:
+    report = SendReport(c.stem, str(c.list_path), provider.name, "send")
+    with SQLiteRecord(state_dir, c.stem) as record:
+        Dispatcher(c.personalizer(), provider, record, report, retry=RetryPolicy(attempts=3, backoff=0),
+                   sleep=lambda s: None, **kwargs).run(c.subscribers())
+    return report
+
+
+def test_loop_records_each_answer_and_never_retries_an_unknown(project: Project, tmp_path: Path) -> None:
+    c = campaign(project, n=5)
+    provider = Scripted({"r1@example.com": "unknown", "r2@example.com": "failed", "r3@example.com": "retry"})
+    report = run_loop(c, provider, tmp_path)
+    assert provider.closed
+    assert provider.handed.count("r1@example.com") == 1  # handed over once, answer lost: never again
+    assert provider.handed.count("r3@example.com") == 3  # transient: retried up to the attempts
+    assert report.sent == 2 and list(report.failed) == ["r2@example.com"] and list(report.unsent) == ["r3@example.com"]
+    assert report.unknown == ["r1@example.com"] and not report.complete
+    with ReadOnlyRecord(tmp_path, c.stem) as record:
+        states = record.states(f"r{i}@example.com" for i in range(5))
+    assert states["r0@example.com"] == SENT and states["r1@example.com"] == IN_FLIGHT
+
+    again = Scripted()
+    report = run_loop(c, again, tmp_path)
+    assert "r1@example.com" not in again.handed and report.unknown == ["r1@example.com"]
+    assert sorted(again.handed) == ["r2@example.com", "r3@example.com"]  # failed ones get another chance
+    resend = Scripted()
+    run_loop(c, resend, tmp_path, resend_unknown=True)
+    assert resend.handed == ["r1@example.com"]
+
+
+def test_loop_stops_cleanly_when_asked(project: Project, tmp_path: Path) -> None:
+    c = campaign(project, n=6)
+    stop = StopFlag()
+    provider = Scripted()
+    original = provider.send
+
+    def send_then_stop(envelope: Envelope, batch: list[Personalization]) -> BatchResult:
+        stop.requested = True  # Ctrl-C during the first batch
+        return original(envelope, batch)
+
+    provider.send = send_then_stop  # type: ignore[method-assign]
+    report = run_loop(c, provider, tmp_path, stop=stop)
+    assert report.sent == 2 and report.left_for_later == 4 and report.interrupted
