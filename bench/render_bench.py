@@ -4,7 +4,7 @@
     .venv/bin/python bench/render_bench.py [ISSUE] [-n 50] [--process-runs 10] [--strict]
 
 Reports, for one issue (default issues/2021-03.yaml):
-  * in-process `render_issue` time (median of N runs after a warm-up) and its stages;
+  * in-process `Renderer.render` time (median of N runs after a warm-up) and its stages;
   * whole-process `newsletter render ISSUE --out TMP` wall time (median of ~10 runs);
   * the official MJML CLI (.tools/, see bench/setup-tools.sh) compiling the .mjml that
     `newsletter render` wrote, `mjml in.mjml -o out.html` (median of ~10 runs);
@@ -119,26 +119,29 @@ def bench_in_process(issue_path: Path, runs: int) -> dict:
 
     from newsletter import render as render_mod
     from newsletter.checks import check_issue
-    from newsletter.render import SAMPLE_SUBSCRIBER, render_issue
+    from newsletter.inline import Inliner
+    from newsletter.personalize import sample_message
+    from newsletter.render import Renderer
 
     settings = load_settings(ROOT / "newsletter.toml")
     stem = issue_path.stem
 
     issue = load_issue(issue_path, default_language=settings.language)
-    rendered = render_issue(issue, settings, stem)  # warm-up: imports premailer, caches templates
+    renderer = Renderer(settings)  # one per project, as the CLI and the preview use it
+    rendered = renderer.render(issue, stem)  # warm-up: imports premailer, loads templates
 
     total = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        render_issue(issue, settings, stem)
+        renderer.render(issue, stem)
         total.append(time.perf_counter() - t0)
 
-    # Stages, in a separate pass so the wrappers do not touch the figures above. Module globals are
-    # patched for the duration only; nothing in newsletter/ is changed.
+    # Stages, in a separate pass so the wrappers do not touch the figures above. Class attributes
+    # and module globals are patched for the duration only; nothing in newsletter/ is changed.
     clock = StageClock()
     patched = {
-        "_prose": render_mod._prose,
-        "inline_css": render_mod.inline_css,
+        "_prose": Renderer._prose,
+        "inline": Inliner.inline,
         "mjml": render_mod.mjml,
     }
     template_render = Template.render
@@ -146,37 +149,38 @@ def bench_in_process(issue_path: Path, runs: int) -> dict:
         ("_prose", "Markdown prose -> HTML + text (markdown-it, html2text)"),
         ("jinja", "Jinja2 templates (.mjml.j2, .txt.j2)"),
         ("mjml2html", "MJML -> HTML (mjml-python)"),
-        ("inline_css", "CSS inlining (premailer)"),
+        ("inline", "CSS inlining (premailer)"),
     ]
     stages: dict[str, list[float]] = {k: [] for k, _ in stage_names}
     stages["other"] = []
     try:
-        render_mod._prose = clock.wrap("_prose", patched["_prose"])
-        render_mod.inline_css = clock.wrap("inline_css", patched["inline_css"])
+        Renderer._prose = clock.wrap("_prose", patched["_prose"])  # type: ignore[method-assign]
+        Inliner.inline = clock.wrap("inline", patched["inline"])  # type: ignore[method-assign]
         render_mod.mjml = types.SimpleNamespace(mjml2html=clock.wrap("mjml2html", patched["mjml"].mjml2html))
         Template.render = clock.wrap("jinja", template_render)
         for _ in range(runs):
             clock.acc = {}
             t0 = time.perf_counter()
-            render_issue(issue, settings, stem)
+            renderer.render(issue, stem)
             elapsed = time.perf_counter() - t0
             for k, _ in stage_names:
                 stages[k].append(clock.acc.get(k, 0.0))
             stages["other"].append(elapsed - sum(clock.acc.values()))
     finally:
-        for name, value in patched.items():
-            setattr(render_mod, name, value)
+        Renderer._prose = patched["_prose"]  # type: ignore[method-assign]
+        Inliner.inline = patched["inline"]  # type: ignore[method-assign]
+        render_mod.mjml = patched["mjml"]
         Template.render = template_render
-    stage_names.append(("other", "rest of render_issue (dates, merge tokens, fillers)"))
+    stage_names.append(("other", "rest of Renderer.render (dates, merge tokens, labels)"))
 
-    # what `newsletter render` does around render_issue
+    # what `newsletter render` does around the render
     around = {
         "load_issue": ("load + validate the issue (YAML, pydantic)",
                        lambda: load_issue(issue_path, default_language=settings.language)),
         "check_issue": ("pre-send checks (check_issue)",
                         lambda: check_issue(issue, issue_path, settings, rendered)),
-        "personalize": ("fill tokens for the sample reader (personalize)",
-                        lambda: rendered.personalize(SAMPLE_SUBSCRIBER, "https://example.org/u?t=x")),
+        "personalize": ("fill tokens for the sample reader (sample_message)",
+                        lambda: sample_message(rendered, settings)),
     }
     around_samples: dict[str, list[float]] = {}
     for key, (_, fn) in around.items():
@@ -232,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. in process
     r = bench_in_process(issue_path, args.runs)
-    print(f"In-process render_issue (median of {args.runs}, after a warm-up)")
+    print(f"In-process Renderer.render (median of {args.runs}, after a warm-up)")
     row("total", statistics.median(r["total"]), spread(r["total"]))
     for label, samples in r["stages"]:
         row("  " + label, statistics.median(samples))
@@ -252,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             ours = time_process(cmd, args.process_runs, ROOT)
             # the interpreter and every module `newsletter render` loads, without the work
-            imports = "import newsletter.cli, newsletter.pipeline, newsletter.render as r; r._premailer()"
+            imports = "import newsletter.cli, newsletter.pipeline, newsletter.inline as i; i.Inliner()"
             startup = time_process([str(NEWSLETTER.parent / "python"), "-c", imports], args.process_runs, ROOT)
         except RuntimeError as e:
             print(f"error: {e}", file=sys.stderr)

@@ -198,7 +198,7 @@ def test_a_line_break_in_a_value_is_refused_like_build_message():
 def test_non_ascii_addresses_over_smtp(serve):
     # send_message's SMTPUTF8 handling, now in SMTPProvider: used when offered, a failure if not
     from newsletter.providers.smtp import SMTPSettings
-    from newsletter.providers.smtp import SMTPProvider
+    from newsletter.providers.smtp.client import SMTPProvider
     from smtp_server import Recorder
 
     envelope = Envelope("2021-03", "d@example.org", "D", None, "Привет NLMF1T", "<p>NLMF1H</p>", "NLMF1T", 2)

@@ -28,7 +28,7 @@ from newsletter.providers.sendgrid import SendGridSettings
 from newsletter.errors import ConfigError
 from newsletter.providers.sendgrid import client as sendgrid_module
 from newsletter.message import BatchResult, Envelope, Personalization
-from newsletter.providers.sendgrid import SendGridProvider
+from newsletter.providers.sendgrid.client import SendGridProvider
 
 ROOT = Path(__file__).resolve().parent.parent
 PRISM = ROOT / ".tools" / "node_modules" / ".bin" / "prism"

@@ -15,7 +15,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from newsletter.providers.smtp import SMTPSettings
 from newsletter.errors import ConfigError
 from newsletter.message import Envelope, Personalization
-from newsletter.providers.smtp import SMTPProvider
+from newsletter.providers.smtp.client import SMTPProvider
 from smtp_server import Recorder, free_port
 
 FROM = "news@example.com"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib import import_module
 from typing import Any
 
 from pydantic import BaseModel
@@ -26,12 +27,18 @@ from .base import Provider
 class ProviderSpec:
     name: str
     settings: type[BaseModel]  # validates the provider's [name] table of newsletter.toml
-    create: Callable[[Any], Provider]  # settings -> provider; imports the client
+    client: str  # "module:Class" of the provider, imported only when a send needs it
     env: Mapping[str, str] = field(default_factory=dict)  # environment variable -> setting
     secrets: frozenset[str] = frozenset()  # settings read only from the environment
     batch_size: Callable[[Any], int] = lambda settings: 1  # recipients per provider call
     # the tag this provider replaces with its own unsubscribe link (SendGrid's groups), when set up
     own_unsubscribe: Callable[[Any], str | None] = lambda settings: None
+
+    def create(self, settings: Any) -> Provider:
+        """The provider, set up with its validated settings (a missing key fails here)."""
+        module, _, name = self.client.partition(":")
+        cls: Callable[[Any], Provider] = getattr(import_module(module, __name__), name)
+        return cls(settings)
 
 
 def _registered() -> dict[str, ProviderSpec]:

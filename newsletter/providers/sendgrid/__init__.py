@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import ProviderSpec
-
-if TYPE_CHECKING:
-    from .client import SendGridProvider
 
 # SendGrid replaces this with the reader's link to its unsubscribe group
 ASM_UNSUBSCRIBE = "<%asm_group_unsubscribe_raw_url%>"
@@ -26,26 +21,13 @@ class SendGridSettings(BaseModel):
     batch_size: int = Field(default=1000, ge=1, le=1000)
 
 
-def _create(settings: SendGridSettings) -> SendGridProvider:
-    from .client import SendGridProvider
-
-    return SendGridProvider(settings)
-
-
 SPEC = ProviderSpec(
     name="sendgrid",
     settings=SendGridSettings,
-    create=_create,
+    client=".sendgrid.client:SendGridProvider",
     env={"SENDGRID_API_KEY": "api_key", "SENDGRID_API_URL": "api_url"},
     secrets=frozenset({"api_key"}),
     batch_size=lambda settings: settings.batch_size,
     own_unsubscribe=lambda settings: ASM_UNSUBSCRIBE if settings.asm_group_id is not None else None,
 )
 
-
-def __getattr__(name: str) -> object:
-    if name == "SendGridProvider":  # `from newsletter.providers.sendgrid import SendGridProvider`
-        from .client import SendGridProvider
-
-        return SendGridProvider
-    raise AttributeError(name)

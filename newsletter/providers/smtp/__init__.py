@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import ProviderSpec
-
-if TYPE_CHECKING:
-    from .client import SMTPProvider
 
 
 class SMTPSettings(BaseModel):
@@ -25,16 +22,10 @@ class SMTPSettings(BaseModel):
     timeout: float = Field(default=30.0, gt=0)
 
 
-def _create(settings: SMTPSettings) -> SMTPProvider:
-    from .client import SMTPProvider
-
-    return SMTPProvider(settings)
-
-
 SPEC = ProviderSpec(
     name="smtp",
     settings=SMTPSettings,
-    create=_create,
+    client=".smtp.client:SMTPProvider",
     env={"NEWSLETTER_SMTP_HOST": "host", "NEWSLETTER_SMTP_PORT": "port",
          "NEWSLETTER_SMTP_USERNAME": "username", "NEWSLETTER_SMTP_PASSWORD": "password",
          "NEWSLETTER_SMTP_SECURITY": "security", "NEWSLETTER_SMTP_TIMEOUT": "timeout"},
@@ -44,10 +35,3 @@ SPEC = ProviderSpec(
     batch_size=lambda settings: 1,
 )
 
-
-def __getattr__(name: str) -> object:
-    if name == "SMTPProvider":  # `from newsletter.providers.smtp import SMTPProvider` for scripts
-        from .client import SMTPProvider
-
-        return SMTPProvider
-    raise AttributeError(name)
