@@ -107,11 +107,11 @@ class _ProviderChoice(click.Choice):
     def __init__(self) -> None:
         super().__init__([])
 
-    @property
-    def choices(self) -> list[str]:  # type: ignore[override]
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
         from .providers import names
 
-        return names()
+        return tuple(names())
 
     @choices.setter
     def choices(self, value: object) -> None:
@@ -313,7 +313,7 @@ class _progress:
 
         return advance
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.bar.__exit__(*exc)
 
 

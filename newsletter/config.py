@@ -215,7 +215,7 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
     root = path.parent
     data["root"] = root
     data["path"] = path
-    errors: list[tuple[tuple[str, ...], dict[str, Any]]] = []
+    errors: list[tuple[tuple[str, ...], Any]] = []
     tables = {}
     for name, spec in providers.REGISTRY.items():
         # a table left out gets the provider's defaults: every registered provider has settings

@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Self
 
 from .errors import NewsletterError
 from .message import BatchResult, Personalization
@@ -98,7 +98,7 @@ class _SQLiteStates:
             found.update(rows)
         return found
 
-    def __enter__(self) -> _SQLiteStates:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
