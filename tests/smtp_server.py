@@ -25,6 +25,8 @@ class Recorder:
     refuse_data: dict[str, str] = field(default_factory=dict)  # address -> reply to DATA
     drop_at_mail: set[int] | None = None  # MAIL commands (1-based) at which to hang up; None: never
     drop_always: bool = False
+    drop_at_data_command: set[int] | None = None  # DATA commands (1-based) answered by a hang-up
+    data_commands: int = 0
     messages: list[tuple[str, list[str], EmailMessage, dict]] = field(default_factory=list)
     sessions: int = 0  # TCP connections (a STARTTLS upgrade is the same session)
     mails: int = 0
@@ -102,6 +104,14 @@ class CountingSMTP(SMTP):
             self.event_handler.sessions += 1
             self.event_handler.servers.append(self)
         super().connection_made(transport)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        handler = self.event_handler
+        handler.data_commands += 1
+        if handler.drop_at_data_command and handler.data_commands in handler.drop_at_data_command:
+            self.transport.abort()  # before "354": the client never sends the message
+            return
+        await super().smtp_DATA(arg)
 
 
 class CountingController(Controller):

@@ -17,6 +17,7 @@ from newsletter.config import SMTPSettings
 from newsletter.errors import ConfigError
 from newsletter.providers.base import Envelope, Personalization
 from newsletter.providers.smtp import SMTPProvider
+from newsletter.scrub import scrub
 from smtp_server import Recorder, free_port
 
 FROM = "news@example.com"
@@ -149,6 +150,15 @@ def test_dropped_connection_mid_batch_reconnects_without_duplicates(serve, provi
     assert sorted(m[2]["Message-ID"] for m in handler.messages) == sorted(result.sent.values())
     assert smtp.connections == 2
     assert handler.sessions == 2
+
+
+def test_dropped_before_the_message_went_out_is_retried_at_once(serve, provider):
+    handler = Recorder(drop_at_data_command={2})  # hang up on the second DATA command, before 354
+    smtp = provider(serve(handler))
+    result = smtp.send(ENVELOPE, batch(3))
+    assert set(result.sent) == {f"r{i}@example.org" for i in range(3)} and not result.unknown
+    assert handler.copies() == {f"r{i}@example.org": 1 for i in range(3)}
+    assert smtp.connections == 2
 
 
 def test_idle_connection_closed_by_server_between_batches(serve, provider):
@@ -319,6 +329,11 @@ def test_the_password_never_shows_when_the_server_echoes_it(serve, provider):
     assert "550 5.7.1 relaying denied for alice:***" in result.failed["r0@example.org"]
     assert "saw ***" in result.unknown["r1@example.org"]
     assert PASSWORD not in repr(result)
+
+
+def test_scrub_masks_every_secret_even_one_inside_another():
+    assert scrub("pw abc, key abcdef", ["abc", None, "abcdef", ""]) == "pw ***, key ***"
+    assert scrub("no secrets", []) == "no secrets"
 
 
 def test_an_auth_failure_echoing_the_password_does_not_show_it(serve, provider):
