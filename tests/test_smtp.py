@@ -218,7 +218,7 @@ def test_unreadable_reply_after_the_message_is_unknown(serve, provider):
     smtp = provider(serve(handler))
     result = smtp.send(ENVELOPE, batch(2))
     assert set(result.unknown) == {"r0@example.org"} and set(result.sent) == {"r1@example.org"}
-    assert "unreadable reply 'got it'" in result.unknown["r0@example.org"]
+    assert "unreadable reply: got it" in result.unknown["r0@example.org"]
     assert handler.copies() == {"r0@example.org": 1, "r1@example.org": 1}
     assert smtp.connections == 2
 

@@ -120,7 +120,7 @@ class SMTPProvider:
         if 400 <= code < 600:  # a clear refusal: the server did not take the message
             return self._outcome(smtp, code, reply)
         self._discard()  # -1 is smtplib's "no reply code": we cannot tell what the server meant
-        return "unknown", self._unknown(message_id, f"unreadable reply {_text(reply)!r}")
+        return "unknown", self._unknown(message_id, f"unreadable reply: {_text(reply)}")
 
     def _unknown(self, message_id: str, why: str) -> str:
         return (f"{self._where}: no clear reply after the whole message was sent ({why}); the "
@@ -240,6 +240,8 @@ def _text(reply: bytes | str) -> str:
 
 
 def _describe(e: BaseException) -> str:
+    if isinstance(e, smtplib.SMTPResponseException):  # str() would show the reply as a bytes repr,
+        return f"{e.smtp_code} {_text(e.smtp_error)}"  # where scrub() could miss an escaped secret
     return str(e) or type(e).__name__  # a bare timeout has no text
 
 
