@@ -21,6 +21,5 @@ def login_forms(username: str | None, password: str | None) -> tuple[str, ...]:
     scrub(): a server that echoes a failed AUTH line back shows the base64 form."""
     if not password:
         return ()
-    b64 = lambda raw: base64.b64encode(raw.encode("utf-8")).decode("ascii")  # noqa: E731
     plain = f"\0{username or ''}\0{password}"
-    return (password, b64(password), b64(plain))
+    return (password, *(base64.b64encode(s.encode()).decode("ascii") for s in (password, plain)))
