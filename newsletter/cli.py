@@ -241,7 +241,9 @@ def _test_send(campaign: Campaign) -> int:
     report = campaign.test_send()
     for address in campaign.settings.preview:
         why = report.failed.get(address) or report.unsent.get(address)
-        out.print(f"[TEST] copy to {address}: " + (f"failed: {why}" if why else "sent"), markup=False)
+        state = f"failed: {why}" if why else "unknown: no answer after it was handed over; look in " \
+            "the inbox" if address in report.unknown else "sent"
+        out.print(f"[TEST] copy to {address}: {state}", markup=False)
     return EXIT_OK if report.complete else EXIT_INCOMPLETE
 
 
@@ -322,9 +324,10 @@ def _print_outcome(report: SendReport, campaign: Campaign) -> None:
         err.print(f"{email}: {why}", style="red", markup=False)
     if report.unknown:
         err.print(f"{len(report.unknown)} readers were handed to the provider with no answer recorded (in "
-                  "an earlier run that died mid-batch, or a request that timed out). They were NOT resent. "
-                  "Check the provider's activity log; to send them again anyway, add --resend-unknown.",
-                  style="yellow")
+                  "an earlier run that died mid-batch, or a reply lost after the message went out). They "
+                  "were NOT resent. Check the provider's activity log (SMTP: the server's log, by the "
+                  "Message-ID in the send record; see \"Unknown readers\" in the README); to send them "
+                  "again anyway, add --resend-unknown.", style="yellow")
     if report.complete and report.batches == 0:
         out.print(f"Nothing to send: no subscribed reader of {campaign.list_path} is waiting for "
                   f"{campaign.stem}.", markup=False)

@@ -1,5 +1,6 @@
 """A real SMTP server for tests: aiosmtpd in a thread, recording what it receives, and able to
-refuse, hang up, slow down or hold a message on request."""
+refuse, hang up, slow down or hold a message on request, or accept a message and then lose or
+delay the reply to it (the duplicate window of RFC 1047)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import email
 import socket
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
@@ -23,6 +25,8 @@ class Recorder:
     refuse_data: dict[str, str] = field(default_factory=dict)  # address -> reply to DATA
     drop_at_mail: set[int] | None = None  # MAIL commands (1-based) at which to hang up; None: never
     drop_always: bool = False
+    drop_at_data_command: set[int] | None = None  # DATA commands (1-based) answered by a hang-up
+    data_commands: int = 0
     messages: list[tuple[str, list[str], EmailMessage, dict]] = field(default_factory=list)
     sessions: int = 0  # TCP connections (a STARTTLS upgrade is the same session)
     mails: int = 0
@@ -32,10 +36,19 @@ class Recorder:
     holding: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
     datas: int = 0
+    # After the whole message came in, it is kept (a delivered copy), and then the reply is lost:
+    lose_reply_every: int | None = None  # every Nth DATA (1-based): hang up instead of "250"
+    late_reply: dict[str, float] = field(default_factory=dict)  # address -> seconds before "250"
+    garbled_reply: dict[str, str] = field(default_factory=dict)  # address -> reply without a code
+    lost_replies: list[str] = field(default_factory=list)  # addresses whose "250" never went out
 
     def received(self, address: str) -> int:
         """How many copies `address` got."""
         return sum(address in rcpts for _, rcpts, _, _ in self.messages)
+
+    def copies(self) -> Counter[str]:
+        """Copies kept per address."""
+        return Counter(rcpt for _, rcpts, _, _ in self.messages for rcpt in rcpts)
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: ANN001
         self.mails += 1
@@ -72,6 +85,16 @@ class Recorder:
             "server": id(server),
         }
         self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), msg, info))
+        # the message is kept: from here on, a lost reply leaves the client not knowing that
+        rcpt = envelope.rcpt_tos[0]
+        if self.lose_reply_every and self.datas % self.lose_reply_every == 0:
+            self.lost_replies.append(rcpt)
+            server.transport.abort()  # a hard hang-up: the "250" never leaves
+            return "250 2.0.0 Message accepted (never sent)"
+        if rcpt in self.garbled_reply:
+            return self.garbled_reply[rcpt]
+        if rcpt in self.late_reply:
+            await asyncio.sleep(self.late_reply[rcpt])  # the client may have given up by now
         return "250 2.0.0 Message accepted"
 
 
@@ -81,6 +104,14 @@ class CountingSMTP(SMTP):
             self.event_handler.sessions += 1
             self.event_handler.servers.append(self)
         super().connection_made(transport)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        handler = self.event_handler
+        handler.data_commands += 1
+        if handler.drop_at_data_command and handler.data_commands in handler.drop_at_data_command:
+            self.transport.abort()  # before "354": the client never sends the message
+            return
+        await super().smtp_DATA(arg)
 
 
 class CountingController(Controller):

@@ -92,13 +92,15 @@ class Recorded:
     path: str
     headers: Message
     body: bytes
+    status: int = 0
 
     def json(self) -> dict:
         return json.loads(self.body.decode("utf-8"))
 
 
 class StandIn(ThreadingHTTPServer):
-    """Records every request; answers with the queued replies in order, then 202 Accepted."""
+    """Records every request; answers 413 to a request naming more than max_personalizations,
+    else with the queued replies in order, then 202 Accepted."""
 
     daemon_threads = True
 
@@ -107,6 +109,12 @@ class StandIn(ThreadingHTTPServer):
         self.requests: list[Recorded] = []
         self.replies: list[tuple[int, dict[str, str], bytes]] = []
         self.delay = 0.0
+        self.max_personalizations: int | None = None
+
+    def accepted(self) -> list[list[str]]:
+        """The addresses of each request that was not refused as too large, in order."""
+        return [[p["to"][0]["email"] for p in r.json()["personalizations"]]
+                for r in self.requests if r.status != 413]
 
     @property
     def url(self) -> str:
@@ -121,12 +129,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.requests.append(Recorded(self.path, self.headers, body))
+        recorded = Recorded(self.path, self.headers, body)
+        self.server.requests.append(recorded)
         time.sleep(self.server.delay)
         n = len(self.server.requests)
-        status, headers, payload = (
-            self.server.replies.pop(0) if self.server.replies else (202, {"X-Message-Id": f"msg{n}"}, b"")
-        )
+        limit = self.server.max_personalizations
+        if limit is not None and len(recorded.json()["personalizations"]) > limit:
+            status, headers, payload = 413, {}, error_json(("content too large", "null"))
+        else:
+            status, headers, payload = (
+                self.server.replies.pop(0) if self.server.replies else (202, {"X-Message-Id": f"msg{n}"}, b"")
+            )
+        recorded.status = status
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
@@ -275,6 +289,43 @@ def test_bad_request_fails_with_sendgrids_own_message(standin: StandIn) -> None:
         "SendGrid: 400 Bad Request: The from address does not match a verified Sender Identity. "
         "(field: from); Invalid type. Expected: string, given: integer."
     )
+
+
+def test_413_splits_the_batch_until_sendgrid_takes_it(standin: StandIn) -> None:
+    standin.max_personalizations = 300  # more than 300 readers a request: 413 Payload Too Large
+    batch = [person(n) for n in range(1000)]
+    result = provider(standin.url).send(envelope(), batch)
+    sizes = [len(r.json()["personalizations"]) for r in standin.requests]
+    assert sizes == [1000, 500, 250, 250, 500, 250, 250]  # halves, within the one send() call
+    accepted = [email for request in standin.accepted() for email in request]
+    assert sorted(accepted) == sorted(p.email for p in batch)  # everyone once, nobody twice
+    assert set(result.sent) == {p.email for p in batch}
+    assert result.sent["reader0@example.com"] == "msg3" and result.sent["reader999@example.com"] == "msg7"
+    assert not (result.failed or result.retry or result.unknown)
+
+
+def test_413_for_a_single_reader_fails_it_with_a_clear_message(standin: StandIn) -> None:
+    standin.max_personalizations = 0  # too large whatever the split
+    result = provider(standin.url).send(envelope(), [person(1), person(2), person(3)])
+    assert [len(r.json()["personalizations"]) for r in standin.requests] == [3, 1, 2, 1, 1]
+    assert set(result.failed) == {f"reader{n}@example.com" for n in (1, 2, 3)}
+    assert not (result.sent or result.retry or result.unknown)
+    message = result.failed["reader1@example.com"]
+    assert message.startswith("SendGrid: 413 Request Entity Too Large: content too large")
+    assert "even for one reader" in message and "make the issue smaller" in message
+
+
+def test_413_then_an_outage_leaves_the_rest_to_retry_unasked(standin: StandIn) -> None:
+    standin.max_personalizations = 2
+    standin.replies = [(202, {"X-Message-Id": "a"}, b""), (503, {}, b"")]
+    batch = [person(n) for n in range(8)]
+    result = provider(standin.url).send(envelope(), batch)
+    # 8 -> 413; 4 -> 413; 2 sent; 2 -> 503: SendGrid is down, the other 4 are not even tried
+    assert [len(r.json()["personalizations"]) for r in standin.requests] == [8, 4, 2, 2]
+    assert set(result.sent) == {"reader0@example.com", "reader1@example.com"}
+    assert set(result.retry) == {f"reader{n}@example.com" for n in range(2, 8)}
+    assert all("503" in why for why in result.retry.values())
+    assert result.unreachable and not (result.failed or result.unknown)
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -443,6 +494,18 @@ def test_send_command_batches_1000_and_survives_a_server_error(standin: StandIn,
     # everyone has it now: a rerun makes no request
     again = _cli_send(project, standin.url, 2500, "--send", "--yes")
     assert again.code == 0 and "Nothing to send" in again.out and len(standin.requests) == 4
+
+
+def test_send_command_splits_batches_sendgrid_finds_too_large(standin: StandIn, project) -> None:
+    standin.max_personalizations = 400
+    r = _cli_send(project, standin.url, 2500, "--send", "--yes")
+    assert r.code == 0, r.output
+    assert "✓ done: 2,500 sent" in r.out
+    accepted = [email for request in standin.accepted() for email in request]
+    assert max(len(request) for request in standin.accepted()) <= 400
+    assert sorted(accepted) == sorted(f"reader{i}@example.com" for i in range(2500))  # none twice
+    again = _cli_send(project, standin.url, 2500, "--send", "--yes")
+    assert again.code == 0 and "Nothing to send" in again.out
 
 
 def test_send_command_reports_sendgrids_refusal_and_exits_3(standin: StandIn, project) -> None:

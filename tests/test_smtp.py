@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import shutil
 import ssl
 import subprocess
@@ -16,6 +17,7 @@ from newsletter.providers.smtp import SMTPSettings
 from newsletter.errors import ConfigError
 from newsletter.message import Envelope, Personalization
 from newsletter.providers.smtp.client import SMTPProvider
+from newsletter.scrub import scrub
 from smtp_server import Recorder, free_port
 
 FROM = "news@example.com"
@@ -56,7 +58,7 @@ def provider():
     made: list[SMTPProvider] = []
 
     def make(port: int, **kwargs: object) -> SMTPProvider:
-        p = SMTPProvider(SMTPSettings(host="127.0.0.1", port=port, timeout=5, **kwargs))
+        p = SMTPProvider(SMTPSettings(**{"host": "127.0.0.1", "port": port, "timeout": 5, **kwargs}))
         made.append(p)
         return p
 
@@ -150,6 +152,15 @@ def test_dropped_connection_mid_batch_reconnects_without_duplicates(serve, provi
     assert handler.sessions == 2
 
 
+def test_dropped_before_the_message_went_out_is_retried_at_once(serve, provider):
+    handler = Recorder(drop_at_data_command={2})  # hang up on the second DATA command, before 354
+    smtp = provider(serve(handler))
+    result = smtp.send(ENVELOPE, batch(3))
+    assert set(result.sent) == {f"r{i}@example.org" for i in range(3)} and not result.unknown
+    assert handler.copies() == {f"r{i}@example.org": 1 for i in range(3)}
+    assert smtp.connections == 2
+
+
 def test_idle_connection_closed_by_server_between_batches(serve, provider):
     handler = Recorder()
     smtp = provider(serve(handler, timeout=0.3))  # the server's idle timeout
@@ -170,6 +181,58 @@ def test_server_that_keeps_dropping_gets_one_reconnect(serve, provider):
     assert all(f"127.0.0.1:{port}" in why for why in result.retry.values())
     assert (result.sent, result.failed, handler.messages) == ({}, {}, [])
     assert smtp.connections == 2 and handler.mails == 2
+
+
+# --- after the end of DATA: the server may have the message (RFC 1047) ---------------------------
+
+
+def test_reply_lost_after_the_server_kept_the_message_is_unknown_not_retried(serve, provider):
+    handler = Recorder(lose_reply_every=2)  # keeps the 2nd and 4th message, then hangs up
+    port = serve(handler)
+    smtp = provider(port)
+    result = smtp.send(ENVELOPE, batch(5))
+    assert set(result.unknown) == {"r1@example.org", "r3@example.org"} == set(handler.lost_replies)
+    assert set(result.sent) == {"r0@example.org", "r2@example.org", "r4@example.org"}
+    assert (result.failed, result.retry, result.unreachable) == ({}, {}, False)
+    assert handler.copies() == {f"r{i}@example.org": 1 for i in range(5)}  # nobody twice
+    # the reason names the message, so that the server's log can settle it
+    ids = {rcpts[0]: msg["Message-ID"] for _, rcpts, msg, _ in handler.messages}
+    why = result.unknown["r1@example.org"]
+    assert f"127.0.0.1:{port}" in why and f"Message-ID {ids['r1@example.org']}" in why
+    assert "not resent automatically" in why
+    assert smtp.connections == 3 and handler.sessions == 3  # a fresh connection after each
+
+
+def test_reply_later_than_the_timeout_is_unknown_with_one_copy(serve, provider):
+    handler = Recorder(late_reply={"r1@example.org": 1.5})
+    smtp = provider(serve(handler), timeout=0.5)
+    result = smtp.send(ENVELOPE, batch(3))
+    assert set(result.unknown) == {"r1@example.org"} and "timed out" in result.unknown["r1@example.org"]
+    assert set(result.sent) == {"r0@example.org", "r2@example.org"} and not result.retry
+    assert handler.copies() == {f"r{i}@example.org": 1 for i in range(3)}
+    assert smtp.connections == 2  # r2 went over a fresh connection
+
+
+def test_unreadable_reply_after_the_message_is_unknown(serve, provider):
+    handler = Recorder(garbled_reply={"r0@example.org": "OK, got it"})
+    smtp = provider(serve(handler))
+    result = smtp.send(ENVELOPE, batch(2))
+    assert set(result.unknown) == {"r0@example.org"} and set(result.sent) == {"r1@example.org"}
+    assert "unreadable reply: got it" in result.unknown["r0@example.org"]
+    assert handler.copies() == {"r0@example.org": 1, "r1@example.org": 1}
+    assert smtp.connections == 2
+
+
+def test_a_clear_refusal_after_the_message_is_sorted_as_before(serve, provider):
+    handler = Recorder(refuse_data={"r0@example.org": "451 4.3.0 Queue full, try later",
+                                    "r2@example.org": "421 4.3.2 Shutting down"})  # fmt: skip
+    smtp = provider(serve(handler))
+    result = smtp.send(ENVELOPE, batch(4))
+    # a 4xx or 5xx reply means the server did not take it: safe to retry, no unknown
+    assert set(result.sent) == {"r1@example.org"} and not result.unknown
+    assert set(result.retry) == {"r0@example.org", "r2@example.org", "r3@example.org"}
+    assert "451 4.3.0 Queue full" in result.retry["r0@example.org"] and result.unreachable
+    assert [m[1] for m in handler.messages] == [["r1@example.org"]]
 
 
 def test_server_down_everything_waits(provider):
@@ -255,6 +318,40 @@ def test_login_refused_on_reconnect_keeps_what_was_sent(serve, provider, tls):
     assert set(result.retry) == {"r2@example.org", "r3@example.org"}
     with pytest.raises(ConfigError, match="NEWSLETTER_SMTP_PASSWORD"):
         smtp.send(ENVELOPE, batch(1, start=2))
+
+
+def test_the_password_never_shows_when_the_server_echoes_it(serve, provider):
+    handler = Recorder(refuse_rcpt={"r0@example.org": f"550 5.7.1 relaying denied for {USER}:{PASSWORD}"},
+                       garbled_reply={"r1@example.org": f"??? saw {PASSWORD}"})  # fmt: skip
+    port = serve(handler, authenticator=authenticator, auth_require_tls=False)
+    smtp = provider(port, username=USER, password=PASSWORD)
+    result = smtp.send(ENVELOPE, batch(2))
+    assert "550 5.7.1 relaying denied for alice:***" in result.failed["r0@example.org"]
+    assert "saw ***" in result.unknown["r1@example.org"]
+    assert PASSWORD not in repr(result)
+
+
+def test_scrub_masks_every_secret_even_one_inside_another():
+    assert scrub("pw abc, key abcdef", ["abc", None, "abcdef", ""]) == "pw ***, key ***"
+    assert scrub("no secrets", []) == "no secrets"
+
+
+def test_an_auth_failure_echoing_the_password_does_not_show_it(serve, provider):
+    plain = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode()
+    encoded = base64.b64encode(PASSWORD.encode()).decode()
+
+    def echo(server, session, envelope, mechanism, auth_data):  # noqa: ANN001
+        return AuthResult(success=False, handled=False, message=(
+            f"535 5.7.8 {mechanism} {auth_data.login.decode()}/{auth_data.password.decode()} "
+            f"({plain} {encoded}) rejected"))  # fmt: skip
+
+    port = serve(Recorder(), authenticator=echo, auth_require_tls=False)
+    smtp = provider(port, username=USER, password=PASSWORD)
+    with pytest.raises(ConfigError) as err:
+        smtp.send(ENVELOPE, batch(1))
+    message = str(err.value)
+    assert "535 5.7.8" in message and "alice/***" in message and "(*** ***)" in message
+    assert PASSWORD not in message and plain not in message and encoded not in message
 
 
 def test_untrusted_certificate_is_a_config_error(serve, provider, tls, monkeypatch):

@@ -17,6 +17,7 @@ from sendgrid import SendGridAPIClient
 from ...errors import ConfigError
 from ...merge import token
 from ...message import BatchResult, Envelope, Personalization
+from ...scrub import scrub
 from . import SendGridSettings
 
 TIMEOUT = 60.0  # seconds; the client's default is none at all, which can hang a send forever
@@ -71,11 +72,25 @@ class SendGridProvider:
                 result.failed[p.email] = f"same address as {seen[key]} in this batch; not sent"
         if not unique:  # the real API rejects an empty personalizations list
             return result
-        emails = [p.email for p in unique]
-        body = json.dumps(self.body(envelope, unique), ensure_ascii=False, separators=(",", ":"))
+        self._post(envelope, unique, result)
+        return result
+
+    def _post(self, envelope: Envelope, batch: list[Personalization], result: BatchResult) -> None:
+        """One request for `batch`; on 413 (too large: nothing was sent) the two halves in turn."""
+        emails = [p.email for p in batch]
+        body = json.dumps(self.body(envelope, batch), ensure_ascii=False, separators=(",", ":"))
         try:
             response = self._client.mail.send.post(request_body=body, timeout=TIMEOUT)
         except HTTPError as e:  # python_http_client raises for every status >= 400
+            if e.status_code == 413 and len(batch) > 1:
+                half = len(batch) // 2
+                for part in (batch[:half], batch[half:]):
+                    if result.unreachable:  # rate limited or down: the rest waits, unasked
+                        reason = next(iter(result.retry.values()))
+                        result.retry.update(dict.fromkeys((p.email for p in part), reason))
+                    else:
+                        self._post(envelope, part, result)
+                return
             self._refused(result, emails, e.status_code, e.body, e.headers)
         except URLError as e:
             # urllib wraps failures while connecting and writing the request: SendGrid never got a
@@ -91,7 +106,6 @@ class SendGridProvider:
         else:
             answer = response.headers.get("X-Message-Id") or "accepted"
             result.sent.update(dict.fromkeys(emails, answer))
-        return result
 
     def body(self, envelope: Envelope, batch: list[Personalization]) -> dict[str, Any]:
         """The /v3/mail/send request for one batch, as a plain dict (the helpers are ~4x slower)."""
@@ -153,6 +167,9 @@ class SendGridProvider:
         message = f"{status} {phrase}: {detail}" if detail else f"{status} {phrase}"
         if status in (401, 403):
             message += "; check SENDGRID_API_KEY (a valid key with Mail Send permission)"
+        elif status == 413:  # only a single reader gets here: larger batches are split first
+            message += ("; SendGrid refused the message as too large even for one reader (at most "
+                        "30 MB a request): make the issue smaller")
         message = self._scrub(f"SendGrid: {message}")
         if status in (408, 429) or status >= 500:
             result.retry.update(dict.fromkeys(emails, message))
@@ -163,7 +180,7 @@ class SendGridProvider:
 
     def _scrub(self, text: str) -> str:
         """Belt and braces: no message we produce may contain the API key."""
-        return text.replace(self._key, "[SENDGRID_API_KEY]") if self._key else text
+        return scrub(text, (self._key,), "[SENDGRID_API_KEY]")
 
 
 def _errors(body: bytes | None) -> str:

@@ -1,14 +1,18 @@
-"""SMTP provider: one reused connection, one message per recipient (smtplib)."""
+"""SMTP provider: one reused connection, one message per recipient, driven step by step (smtplib)
+so that we know when the server may have the message: after the end of DATA, no retry."""
 
 from __future__ import annotations
 
+import re
 import smtplib
+import socket
 import ssl
 from email.errors import MessageError
 
 from ...errors import ConfigError
 from ...message import BatchResult, Envelope, Personalization
 from ...mime import message_bytes
+from ...scrub import login_forms, scrub
 from . import SMTPSettings
 
 
@@ -32,6 +36,10 @@ class SMTPProvider:
     def _where(self) -> str:
         return f"{self.settings.host}:{self.settings.port}"
 
+    def _scrub(self, text: str) -> str:
+        """Server replies can echo the password (or its AUTH base64): never show or store it."""
+        return scrub(text, login_forms(self.settings.username, self.settings.password))
+
     def send(self, envelope: Envelope, batch: list[Personalization]) -> BatchResult:
         if self._fatal is not None:
             raise self._fatal
@@ -49,19 +57,19 @@ class SMTPProvider:
             except _Down as e:
                 # a dead server stays dead for a while: leave the rest to the dispatcher's backoff
                 for q in batch[i:]:
-                    result.retry[q.email] = str(e)
+                    result.retry[q.email] = self._scrub(str(e))
                 result.unreachable = True
                 break
             except ConfigError as e:
-                if not (result.sent or result.failed):  # nothing to report: just stop
+                if not (result.sent or result.failed or result.unknown):  # nothing to report: stop
                     raise
-                # e.g. the password changed before a reconnect: report what was already sent so
-                # that the ledger records it (no duplicates on resume), and stop at the next call
+                # e.g. the password changed before a reconnect: report what was already handed
+                # over so that the ledger records it (no duplicates on resume); stop at the next call
                 self._fatal = e
                 for q in batch[i:]:
                     result.retry[q.email] = str(e)
                 break
-            getattr(result, outcome)[p.email] = text
+            getattr(result, outcome)[p.email] = self._scrub(text)
         return result
 
     def close(self) -> None:
@@ -78,36 +86,60 @@ class SMTPProvider:
     def _deliver(
         self, data: bytes, message_id: str, from_addr: str, to: str, utf8: bool
     ) -> tuple[str, str]:
-        """("sent" | "failed" | "retry", answer) for one message; raises _Down when unreachable."""
+        """("sent" | "failed" | "retry" | "unknown", answer) for one message; raises _Down when
+        the server is unreachable or closing."""
         for attempt in (1, 2):
             smtp = self._smtp or self._connect()
             try:
-                refused = _sendmail(smtp, data, from_addr, to, utf8)
-            except smtplib.SMTPRecipientsRefused as e:
-                code, text = e.recipients.get(to, (0, b"recipient refused"))
-                return self._outcome(smtp, code, text)
+                refusal = _hand_over(smtp, data, from_addr, to, utf8)
             except smtplib.SMTPNotSupportedError as e:  # e.g. a non-ASCII address without SMTPUTF8
                 return "failed", f"{self._where}: {e}"
-            except smtplib.SMTPResponseException as e:  # sender refused, data refused, HELO refused
-                return self._outcome(smtp, e.smtp_code, e.smtp_error)
             except (OSError, smtplib.SMTPException) as e:  # dropped, reset, broken pipe, timeout
+                # ...all before the end of DATA went out: the server cannot have the message
                 self._discard()
                 if attempt == 2:
                     raise _Down(f"connection to {self._where} lost: {_describe(e)}") from None
                 continue  # the server may just have closed an idle connection: reconnect once
-            if to in refused:
-                return self._outcome(smtp, *refused[to])
-            return "sent", message_id
+            if refusal is not None:
+                return self._outcome(smtp, *refusal)
+            return self._final_reply(smtp, message_id)
         raise AssertionError("unreachable")
 
+    def _final_reply(self, smtp: smtplib.SMTP, message_id: str) -> tuple[str, str]:
+        """The reply to the end of DATA. Past this point the server may have accepted the message
+        (RFC 1047): without a clear reply its fate is unknown, and a retry could send a 2nd copy."""
+        try:
+            code, reply = smtp.getreply()
+        except (OSError, smtplib.SMTPException) as e:  # dropped, reset, timed out, line too long
+            self._discard()  # the next reader gets a fresh connection
+            return "unknown", self._unknown(message_id, _describe(e))
+        if 200 <= code < 300:
+            return "sent", message_id
+        if 400 <= code < 600:  # a clear refusal: the server did not take the message
+            return self._outcome(smtp, code, reply)
+        self._discard()  # -1 is smtplib's "no reply code": we cannot tell what the server meant
+        return "unknown", self._unknown(message_id, f"unreadable reply: {_text(reply)}")
+
+    def _unknown(self, message_id: str, why: str) -> str:
+        return (f"{self._where}: no clear reply after the whole message was sent ({why}); the "
+                f"server may have accepted it, so it is not resent automatically; look for "
+                f"Message-ID {message_id} in the server's log")
+
     def _outcome(self, smtp: smtplib.SMTP, code: int, text: bytes | str) -> tuple[str, str]:
-        reply = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
-        answer = f"{self._where}: {code} {reply}"
-        if smtp.sock is None:
-            # smtplib hangs up after a 421 ("service closing"): hammering it would not help
-            self._smtp = None
-            raise _Down(answer)
-        return ("failed" if 500 <= code < 600 else "retry"), answer
+        """Sort a refusal: 5xx failed, 4xx retry; 421 or an unreadable reply costs the connection."""
+        answer = f"{self._where}: {code} {_text(text)}"
+        if code == 421:
+            # "service closing": the server hangs up; hammering it would not help
+            self._discard()
+            raise _Down(self._scrub(answer))
+        if not 400 <= code < 600:  # garbled or out of order: the dialogue is lost, start afresh
+            self._discard()
+            return "retry", answer
+        try:
+            smtp.rset()  # end the refused transaction; the connection serves the next reader
+        except (OSError, smtplib.SMTPException):
+            self._discard()
+        return ("failed" if code >= 500 else "retry"), answer
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
@@ -125,28 +157,27 @@ class SMTPProvider:
             raise _Down(f"cannot connect to {self._where}: {_describe(e)}") from None
         self.connections += 1
         try:
+            # the end of DATA goes out as a 3-byte write of its own (see _hand_over): without this,
+            # Nagle's algorithm can hold it until the server's delayed ACK of the body (~40 ms)
+            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if s.security == "starttls":
                 smtp.starttls(context=context)
             if s.username:
                 smtp.login(s.username, s.password or "")
         except smtplib.SMTPAuthenticationError as e:
             smtp.close()
-            raw = e.smtp_error
-            reply = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-            if s.password:  # a server should never echo it, but make sure we never print it
-                reply = reply.replace(s.password, "***")
-            raise ConfigError(
+            raise ConfigError(self._scrub(
                 f"SMTP server {self._where} refused the login for {s.username!r} ({e.smtp_code} "
-                f"{reply}); check NEWSLETTER_SMTP_USERNAME and NEWSLETTER_SMTP_PASSWORD"
-            ) from None
+                f"{_text(e.smtp_error)}); check NEWSLETTER_SMTP_USERNAME and NEWSLETTER_SMTP_PASSWORD"
+            )) from None
         except ssl.SSLCertVerificationError as e:
             smtp.close()
             raise ConfigError(_tls_hint(self._where, e)) from None
         except smtplib.SMTPNotSupportedError as e:  # no STARTTLS or no AUTH offered: a setting
             smtp.close()
-            raise ConfigError(
+            raise ConfigError(self._scrub(
                 f"SMTP server {self._where}: {e}; check [smtp] security and username"
-            ) from None
+            )) from None
         except (OSError, smtplib.SMTPException) as e:
             smtp.close()
             raise _Down(f"cannot set up the connection to {self._where}: {_describe(e)}") from None
@@ -160,24 +191,55 @@ class SMTPProvider:
             smtp.close()
 
 
-def _sendmail(
+def _hand_over(
     smtp: smtplib.SMTP, data: bytes, from_addr: str, to: str, utf8: bool
-) -> dict[str, tuple[int, bytes]]:
-    """smtp.send_message without its serialization (~1.8 ms a message: mime.message_bytes has
-    done it), with the same checks and options, so the same errors reach _deliver."""
-    smtp.ehlo_or_helo_if_needed()
-    options: tuple[str, ...] = ()
+) -> tuple[int, bytes] | None:
+    """MAIL, RCPT, DATA and the message, up to and including the end of DATA: None when all of it
+    went out, else the refusal (code, reply) that stopped it. Does what smtp.sendmail does (same
+    options and checks) but stops short of reading the final reply, which may never come."""
+    try:
+        smtp.ehlo_or_helo_if_needed()
+    except smtplib.SMTPHeloError as e:
+        return e.smtp_code, e.smtp_error
+    options: list[str] = []
+    if smtp.does_esmtp and smtp.has_extn("size"):
+        options.append(f"size={len(data)}")
     if utf8:
         if not smtp.has_extn("smtputf8"):
             raise smtplib.SMTPNotSupportedError(
                 "One or more source or delivery addresses require internationalized email "
                 "support, but the server does not advertise the required SMTPUTF8 capability"
             )
-        options = ("SMTPUTF8", "BODY=8BITMIME")
-    return smtp.sendmail(from_addr, [to], data, options)
+        options += ["SMTPUTF8", "BODY=8BITMIME"]
+    code, reply = smtp.mail(from_addr, options)
+    if code != 250:
+        return code, reply
+    code, reply = smtp.rcpt(to)
+    if code not in (250, 251):
+        return code, reply
+    smtp.putcmd("data")
+    code, reply = smtp.getreply()
+    if code != 354:
+        return code, reply
+    body = _DOT.sub(b"..", data)  # a line starting with "." gets another (transparency)
+    smtp.send(body if body.endswith(b"\r\n") else body + b"\r\n")
+    # The end of DATA goes out on its own: until this send returns, the server cannot have seen
+    # it (a failed sendall leaves at least its last byte unsent), so a failure up to here is safe
+    # to retry, and anything after it is not.
+    smtp.send(b".\r\n")
+    return None
+
+
+_DOT = re.compile(rb"(?m)^\.")
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
 
 
 def _describe(e: BaseException) -> str:
+    if isinstance(e, smtplib.SMTPResponseException):  # str() would show the reply as a bytes repr,
+        return f"{e.smtp_code} {_text(e.smtp_error)}"  # where scrub() could miss an escaped secret
     return str(e) or type(e).__name__  # a bare timeout has no text
 
 
