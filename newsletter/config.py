@@ -12,15 +12,18 @@ import string
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import providers
 from .errors import ConfigError
 
+if TYPE_CHECKING:
+    from .store import Store
+
 CONFIG_NAME = "newsletter.toml"
-SECRET_KEYS = {"secret"}  # of the [newsletter] table; each provider declares its own
+SECRET_KEYS = {"secret", "database_url"}  # of the [newsletter] table; each provider declares its own
 
 
 class _Section(BaseModel):
@@ -57,6 +60,8 @@ class Settings(_Section):
     providers: dict[str, Any] = Field(default_factory=dict)
     secret: str | None = Field(default=None, exclude=True, repr=False)  # NEWSLETTER_SECRET only
     state_dir: Path = Path(".newsletter")
+    # PostgreSQL state store (postgresql://...), from NEWSLETTER_DATABASE_URL only: it holds a password
+    database_url: str | None = Field(default=None, exclude=True, repr=False)
     retry_attempts: int = Field(default=5, ge=1, le=20)  # per batch, first try included
     retry_backoff: float = Field(default=2.0, ge=0)  # seconds before the 2nd try; doubles
     root: Path = Path(".")
@@ -68,6 +73,20 @@ class Settings(_Section):
         if v not in providers.REGISTRY:
             raise ValueError(f"unknown provider {v!r}; use one of: {', '.join(providers.REGISTRY)}")
         return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str | None) -> str | None:
+        if v and not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a PostgreSQL URL like postgresql://user:password@host:5432/newsletter "
+                             "(leave it unset for the SQLite store in the state folder)")
+        return v or None
+
+    def open_store(self, *, create: bool = True) -> Store:
+        """The state store these settings name: PostgreSQL by URL, else SQLite in state_dir."""
+        from .store import open_store
+
+        return open_store(self.state_dir, self.database_url, create=create)
 
     def provider_settings(self, name: str) -> Any:
         """The [name] table of a registered provider, validated by its own model."""
@@ -147,6 +166,7 @@ ENV_OVERRIDES: dict[str, tuple[str | None, str]] = {
     "NEWSLETTER_PROVIDER": (None, "provider"),
     "NEWSLETTER_SECRET": (None, "secret"),
     "NEWSLETTER_STATE_DIR": (None, "state_dir"),
+    "NEWSLETTER_DATABASE_URL": (None, "database_url"),
     "NEWSLETTER_RETRY_ATTEMPTS": (None, "retry_attempts"),
     "NEWSLETTER_RETRY_BACKOFF": (None, "retry_backoff"),
     **{var: (spec.name, key) for spec in providers.REGISTRY.values() for var, key in spec.env.items()},
