@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from .store import Store
 
 CONFIG_NAME = "newsletter.toml"
-SECRET_KEYS = {"secret", "database_url"}  # of the [newsletter] table; each provider declares its own
+# of the [newsletter] table (each provider declares its own); read only from the environment
+SECRET_KEYS = {"secret", "secret_previous", "database_url", "sendgrid_webhook_key"}
 
 
 class _Section(BaseModel):
@@ -50,7 +51,7 @@ class Settings(_Section):
     from_email: str = "newsletter@example.com"
     reply_to: str | None = None
     postal_address: str | None = None
-    unsubscribe_url: str | None = None  # template with {email} and {token}
+    unsubscribe_url: str | None = None  # template with {email} and {token}, optionally {issue}
     unsubscribe_mailto: str | None = None
     view_online_url: str | None = None  # template with {issue}
     preview: list[str] = Field(default_factory=list)
@@ -59,6 +60,11 @@ class Settings(_Section):
     # each registered provider's table ([smtp], [sendgrid]), validated by the provider's own model
     providers: dict[str, Any] = Field(default_factory=dict)
     secret: str | None = Field(default=None, exclude=True, repr=False)  # NEWSLETTER_SECRET only
+    # earlier signing keys, still accepted by `newsletter serve` (links already sent keep working);
+    # NEWSLETTER_SECRET_PREVIOUS only, comma-separated
+    secret_previous: list[str] = Field(default_factory=list, exclude=True, repr=False)
+    # the public key SendGrid shows for its signed Event Webhook; NEWSLETTER_SENDGRID_WEBHOOK_KEY only
+    sendgrid_webhook_key: str | None = Field(default=None, exclude=True, repr=False)
     state_dir: Path = Path(".newsletter")
     # PostgreSQL state store (postgresql://...), from NEWSLETTER_DATABASE_URL only: it holds a password
     database_url: str | None = Field(default=None, exclude=True, repr=False)
@@ -73,6 +79,16 @@ class Settings(_Section):
         if v not in providers.REGISTRY:
             raise ValueError(f"unknown provider {v!r}; use one of: {', '.join(providers.REGISTRY)}")
         return v
+
+    @field_validator("secret_previous", mode="before")
+    @classmethod
+    def _previous(cls, v: object) -> object:
+        return [k.strip() for k in v.split(",") if k.strip()] if isinstance(v, str) else v
+
+    @property
+    def unsubscribe_secrets(self) -> list[str]:
+        """Every key an unsubscribe token may be signed with: the current one first."""
+        return [k for k in (self.secret, *self.secret_previous) if k]
 
     @field_validator("database_url")
     @classmethod
@@ -116,7 +132,7 @@ class Settings(_Section):
             return v
         if not v.startswith("https://"):
             raise ValueError("must be an https:// URL (RFC 8058 one-click unsubscribe requires https)")
-        _fields(v, {"email", "token"})
+        _fields(v, {"email", "token", "issue"})
         if "{token}" not in v:
             raise ValueError("must contain {token}: without it anyone could unsubscribe anyone")
         return v
@@ -165,6 +181,8 @@ ENV_OVERRIDES: dict[str, tuple[str | None, str]] = {
     "NEWSLETTER_VIEW_ONLINE_URL": (None, "view_online_url"),
     "NEWSLETTER_PROVIDER": (None, "provider"),
     "NEWSLETTER_SECRET": (None, "secret"),
+    "NEWSLETTER_SECRET_PREVIOUS": (None, "secret_previous"),
+    "NEWSLETTER_SENDGRID_WEBHOOK_KEY": (None, "sendgrid_webhook_key"),
     "NEWSLETTER_STATE_DIR": (None, "state_dir"),
     "NEWSLETTER_DATABASE_URL": (None, "database_url"),
     "NEWSLETTER_RETRY_ATTEMPTS": (None, "retry_attempts"),

@@ -50,7 +50,8 @@ class Personalizer:
     def unsubscribe_url(self, email: str) -> str:
         if not self.url_template:
             return self.provider_tag or ""
-        return self.url_template.format(email=quote(email, safe="@"), token=unsubscribe_token(self.secret, email))
+        return self.url_template.format(email=quote(email, safe="@"), token=unsubscribe_token(self.secret, email),
+                                        issue=quote(self.rendered.stem, safe=""))  # {issue}: optional
 
     def headers(self, url: str, email: str) -> dict[str, str]:
         links = []
