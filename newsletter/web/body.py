@@ -1,0 +1,24 @@
+"""Request bodies with a size limit: refused by their declared length before a byte is read, or
+as soon as a body without one grows past the limit."""
+
+from __future__ import annotations
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, at most `limit` bytes; 413 (too large) or 400 (bad Content-Length) otherwise."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise HTTPException(400, "bad Content-Length")
+        if int(declared) > limit:
+            raise HTTPException(413, f"request body over {limit // 1024} KB")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"request body over {limit // 1024} KB")
+        chunks.append(chunk)
+    return b"".join(chunks)

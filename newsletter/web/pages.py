@@ -1,0 +1,131 @@
+"""The few pages a reader sees: one small, self-contained HTML document each (no scripts, no fonts,
+no images, nothing fetched from elsewhere), in the newsletter's language and brand colours."""
+
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+
+from starlette.responses import HTMLResponse
+
+from ..config import Settings
+from ..templating import LABELS_NAME, TemplateSet
+
+# nothing may load from elsewhere, no page may frame this one, forms post only here
+HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",  # the token is in the URL: never pass it on
+    "Cache-Control": "no-store",
+    "X-Robots-Tag": "noindex",
+}
+
+STYLE = """
+:root{color-scheme:light dark}
+*{box-sizing:border-box}
+body{margin:0;padding:1rem;font:1.0625rem/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
+background:%(background)s;color:#1f2328}
+main{max-width:34rem;margin:12vh auto 0;padding:1.75rem 1.5rem;background:#fff;border-radius:.5rem;
+border-top:.25rem solid %(brand)s}
+.name{margin:0 0 .5rem;font-size:.875rem;color:#57606a;text-transform:uppercase;letter-spacing:.04em}
+h1{margin:0 0 1rem;font-size:1.5rem;line-height:1.25}
+p{margin:0 0 1.25rem;overflow-wrap:anywhere}
+button{font:inherit;font-weight:600;min-height:2.75rem;padding:.625rem 1.5rem;border:0;border-radius:.375rem;
+background:%(brand)s;color:%(on_brand)s;cursor:pointer;width:100%%}
+button:focus-visible{outline:.1875rem solid currentColor;outline-offset:.1875rem;box-shadow:0 0 0 .1875rem %(brand)s}
+@media (min-width:30rem){button{width:auto}}
+@media (prefers-color-scheme:dark){body{background:#0d1117;color:#e6edf3}main{background:#161b22}
+.name{color:#9da7b3}}
+"""
+
+
+def _luminance(color: str) -> float:
+    h = color.lstrip("#")
+    h = "".join(c * 2 for c in h) if len(h) == 3 else h
+
+    def linear(c: int) -> float:
+        s = c / 255
+        return s / 12.92 if s <= 0.04045 else ((s + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(int(h[i : i + 2], 16)) for i in (0, 2, 4))
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def _on(color: str) -> str:
+    """White or near-black text on `color`, whichever contrasts more (WCAG)."""
+    lum = _luminance(color)
+    return "#ffffff" if (1.05 / (lum + 0.05)) >= ((lum + 0.05) / 0.0666) else "#1f2328"
+
+
+def _fill(label: str, **values: str) -> str:
+    """The label as HTML with {name}/{email} filled: everything escaped, no format-string parsing
+    (a project's own label with a stray brace still shows)."""
+    text = escape(label)
+    for key, value in values.items():
+        text = text.replace("{" + key + "}", escape(value))
+    return text
+
+
+class Pages:
+    """The pages of one newsletter. Labels are re-read when a labels.toml changes."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._labels: dict[str, str] = {}
+        self._stamp: tuple[float, ...] | None = None
+        brand = settings.brand
+        self.style = STYLE % {"background": escape(brand.background), "brand": escape(brand.color),
+                              "on_brand": _on(brand.color)}
+
+    def labels(self) -> dict[str, str]:
+        files = [self.settings.templates_dir / LABELS_NAME]
+        stamp = tuple(_mtime(f) for f in files)
+        if stamp != self._stamp:
+            self._labels = TemplateSet(self.settings.templates_dir).labels(self.settings.language)
+            self._stamp = stamp
+        return self._labels
+
+    def _page(self, title: str, body: str, status: int) -> HTMLResponse:
+        s = self.settings
+        html = (f'<!doctype html>\n<html lang="{escape(s.language)}"><head><meta charset="utf-8">'
+                '<meta name="viewport" content="width=device-width, initial-scale=1">'
+                '<meta name="referrer" content="no-referrer"><meta name="robots" content="noindex">'
+                f"<title>{title}</title><style>{self.style}</style></head>"
+                f'<body><main><p class="name">{escape(s.name)}</p><h1>{title}</h1>{body}</main></body></html>\n')
+        return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+    def confirm(self, email: str) -> HTMLResponse:
+        """The page the link opens: one question, one button. The form posts to this very URL
+        (no action attribute: the page's own URL, query and token included)."""
+        labels, name = self.labels(), self.settings.name
+        return self._page(
+            _fill(labels["unsubscribe_title"], name=name),
+            f'<p>{_fill(labels["unsubscribe_question"], name=name, email=email)}</p>'
+            f'<form method="post"><button type="submit">{_fill(labels["unsubscribe_button"])}</button></form>',
+            200)
+
+    def done(self, email: str) -> HTMLResponse:
+        labels, name = self.labels(), self.settings.name
+        return self._page(_fill(labels["unsubscribed_title"], name=name),
+                          f'<p>{_fill(labels["unsubscribed_done"], name=name, email=email)}</p>', 200)
+
+    def invalid(self) -> HTMLResponse:
+        """For any bad link: the same bytes whatever was wrong with it, and no address shown."""
+        labels = self.labels()
+        return self._page(_fill(labels["unsubscribe_invalid_title"]),
+                          f'<p>{_fill(labels["unsubscribe_invalid"])}</p>', 400)
+
+    def unavailable(self) -> HTMLResponse:
+        labels = self.labels()
+        response = self._page(_fill(labels["unsubscribe_title"], name=self.settings.name),
+                              f'<p>{_fill(labels["unsubscribe_unavailable"])}</p>', 503)
+        response.headers["Retry-After"] = "60"
+        return response
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
