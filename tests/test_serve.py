@@ -355,6 +355,24 @@ def test_a_store_that_does_not_answer_is_a_503_not_a_lost_request(project: Proje
         assert client.get("/healthz").status_code == 503
 
 
+def test_a_send_holding_the_sqlite_write_lock_delays_an_unsubscribe_but_does_not_fail_it(project: Project) -> None:
+    import sqlite3
+    import threading
+
+    with service(project, {"NEWSLETTER_SECRET": SECRET}) as (client, settings):
+        assert client.get("/healthz").status_code == 200  # the store exists
+        other = sqlite3.connect(settings.state_dir / "sends.sqlite3", isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")  # as a send recording a batch does
+        release = threading.Timer(0.5, lambda: other.execute("COMMIT"))
+        release.start()
+        started = time.monotonic()
+        assert client.post(link(), **ONE_CLICK).status_code == 200  # waited on a worker thread
+        assert time.monotonic() - started >= 0.4
+        release.join()
+        other.close()
+        assert suppressions(settings) == [(ANN, "unsubscribed", "one-click", None)]
+
+
 def test_no_token_address_or_key_in_the_logs(project: Project, caplog: pytest.LogCaptureFixture) -> None:
     signer = SendGridSigner()
     caplog.set_level(logging.DEBUG)
