@@ -31,6 +31,7 @@ from conftest import EXAMPLE, SMALL_ISSUE, Project, run_cli
 from newsletter import Campaign, load_settings, prepare
 from newsletter.config import Settings
 from newsletter.errors import ConfigError
+from newsletter.ledger import key_of
 from newsletter.mime import build_message
 from newsletter.personalize import unsubscribe_token
 from newsletter.subscribers import Subscriber
@@ -371,6 +372,22 @@ def test_a_send_holding_the_sqlite_write_lock_delays_an_unsubscribe_but_does_not
         release.join()
         other.close()
         assert suppressions(settings) == [(ANN, "unsubscribed", "one-click", None)]
+
+
+def test_suppressions_add_is_one_statement(tmp_path: Path, database_url: str | None) -> None:
+    """The one-click path runs Suppressions.add without a transaction around it (one round trip,
+    see web/store.autocommitted): that is atomic only while add is a single statement."""
+    from newsletter.store import open_store
+    from newsletter.web.store import autocommitted
+
+    with open_store(tmp_path, database_url) as store:
+        statements: list[str] = []
+        execute = store.db.execute
+        store.db.execute = lambda sql, params=(): statements.append(sql) or execute(sql, params)  # type: ignore[method-assign]
+        assert autocommitted(store).add(ANN, "unsubscribed", "one-click")
+        assert not autocommitted(store).add(ANN, "bounced", "webhook")
+        assert len(statements) == 2 and all(s.lstrip().startswith("INSERT") for s in statements), statements
+        assert store.suppressions.reasons([key_of(ANN)]) == {key_of(ANN): "unsubscribed"}
 
 
 def test_no_token_address_or_key_in_the_logs(project: Project, caplog: pytest.LogCaptureFixture) -> None:
