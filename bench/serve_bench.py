@@ -41,8 +41,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-import pg_server  # noqa: E402
-from serve_storm import ONE_CLICK_BODY, ServiceProcess, child_env, lost_after_kill, one_click_target  # noqa: E402
+import pg_server
+from serve_storm import (
+    ONE_CLICK_BODY,
+    ServiceProcess,
+    child_env,
+    lost_after_kill,
+    one_click_target,
+)
 
 SECRET = "bench-secret-0123456789abcdefghijklmnopqrstuv"
 CONFIG = """\
@@ -163,7 +169,7 @@ def postgres_pids(cluster: pg_server.PostgresCluster | None) -> list[int]:
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def throughput(project: Path, env: dict[str, str], args: argparse.Namespace, label: str,

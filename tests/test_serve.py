@@ -28,6 +28,8 @@ with warnings.catch_warnings():  # Starlette 1.x would rather have httpx2; httpx
     from starlette.testclient import TestClient
 
 from conftest import EXAMPLE, SMALL_ISSUE, Project, run_cli
+from serve_storm import ONE_CLICK_BODY, ServiceProcess, child_env, lost_after_kill
+
 from newsletter import Campaign, load_settings, prepare
 from newsletter.config import Settings
 from newsletter.errors import ConfigError
@@ -36,7 +38,6 @@ from newsletter.mime import build_message
 from newsletter.personalize import unsubscribe_token
 from newsletter.subscribers import Subscriber
 from newsletter.web import create_app, redact_uvicorn_access_log
-from serve_storm import ONE_CLICK_BODY, ServiceProcess, child_env, lost_after_kill
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
@@ -157,10 +158,10 @@ def test_every_bad_link_gets_the_same_400_page_and_nothing_is_looked_up(project:
             for method in ("GET", "POST"):
                 r = client.request(method, link(token=token), **ONE_CLICK)
                 answers.append((name, method, r.status_code, r.text))
-        answers.append(("no token", "POST", *(lambda r: (r.status_code, r.text))(
-            client.post(f"/unsubscribe?email={ANN}", **ONE_CLICK))))
-        answers.append(("no address", "POST", *(lambda r: (r.status_code, r.text))(
-            client.post(f"/unsubscribe?token={unsubscribe_token(SECRET, '')}", **ONE_CLICK))))
+        for name, target in (("no token", f"/unsubscribe?email={ANN}"),
+                             ("no address", f"/unsubscribe?token={unsubscribe_token(SECRET, '')}")):
+            r = client.post(target, **ONE_CLICK)
+            answers.append((name, "POST", r.status_code, r.text))
         # a cross-site form post (another origin, no token of ours) is just another bad link
         r = client.post(link(token="A" * 22), data={"List-Unsubscribe": "One-Click"},
                         headers={"Origin": "https://evil.example", "Referer": "https://evil.example/x"})
@@ -253,7 +254,9 @@ def test_signed_deliveries_only(project: Project, database_url: str | None) -> N
         env["NEWSLETTER_DATABASE_URL"] = database_url
     body = json.dumps([event("e1", "delivered", "a@example.com")]).encode()
     with service(project, env) as (client, settings):
-        post = lambda content, headers: client.post("/webhooks/sendgrid", content=content, headers=headers)  # noqa: E731
+        def post(content: bytes, headers: dict[str, str]) -> httpx.Response:
+            return client.post("/webhooks/sendgrid", content=content, headers=headers)
+
         assert post(body, {"Content-Type": "application/json"}).status_code == 401  # unsigned
         tampered = body.replace(b"a@example.com", b"z@example.com")
         assert post(tampered, signer.headers(body)).status_code == 403  # signed, then changed
@@ -317,7 +320,7 @@ def test_events_become_suppressions_and_counts_and_the_next_send_skips_those_rea
 
 
 def test_bad_deliveries(project: Project) -> None:
-    with service(project, {"NEWSLETTER_SECRET": SECRET}) as (client, settings):
+    with service(project, {"NEWSLETTER_SECRET": SECRET}) as (client, _):
         assert client.post("/webhooks/sendgrid", content=b"[{oops").status_code == 400
         assert client.post("/webhooks/sendgrid", content=b'{"event": "open"}').status_code == 400
         assert client.post("/webhooks/sendgrid", content=b"\xff\xfe").status_code == 400

@@ -66,8 +66,7 @@ class StoreThreads:
         for t in self._threads:
             t.join(timeout=10)
         self._threads.clear()
-        if self._loop_store is not None:
-            self._loop_store = _close_quietly(self._loop_store)
+        self._drop_loop_store()
 
     async def run(self, fn: Callable[[Store], T]) -> T:
         if self.inline:
@@ -93,13 +92,17 @@ class StoreThreads:
                 self._loop_store.db.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
             return fn(self._loop_store)
         except sqlite3.OperationalError as e:
-            if not _busy(e) and self._loop_store is not None:
-                self._loop_store = _close_quietly(self._loop_store)
+            if not _busy(e):
+                self._drop_loop_store()
             raise
         except BaseException:
-            if self._loop_store is not None:
-                self._loop_store = _close_quietly(self._loop_store)
+            self._drop_loop_store()
             raise
+
+    def _drop_loop_store(self) -> None:
+        if self._loop_store is not None:
+            store, self._loop_store = self._loop_store, None
+            _close_quietly(store)
 
     def _work(self) -> None:
         store: Store | None = None
@@ -111,7 +114,8 @@ class StoreThreads:
                 result = fn(store)
             except BaseException as e:  # noqa: BLE001 - handed to the waiting request
                 if store is not None:
-                    store = _close_quietly(store)
+                    _close_quietly(store)
+                    store = None
                 loop.call_soon_threadsafe(_settle, future, None, e)
             else:
                 loop.call_soon_threadsafe(_settle, future, result, None)
@@ -133,12 +137,10 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 
 
 def _close_quietly(store: Store) -> None:
-    """Close `store`; None, to drop the reference in one line."""
     try:
         store.close()
     except Exception as e:  # noqa: BLE001 - a broken connection may fail to close; it is gone either way
         log.debug("closing the state store: %s", e)
-    return None
 
 
 class _Joined:

@@ -111,8 +111,8 @@ def is_one_click(body: bytes, content_type: str) -> bool:
             return False
         for part in message.iter_parts():
             name = part.get_param("name", header="content-disposition")
-            payload = part.get_payload(decode=True) or b""
-            if (name, payload.strip().decode("latin-1")) == ONE_CLICK:
+            payload = part.get_payload(decode=True)
+            if isinstance(payload, bytes) and (name, payload.strip().decode("latin-1")) == ONE_CLICK:
                 return True
         return False
     return ONE_CLICK in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
