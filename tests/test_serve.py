@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import re
 import shutil
 import socket
@@ -436,6 +437,24 @@ def test_the_archive_is_served_under_the_view_online_path(project: Project) -> N
     shutil.rmtree(site)
     with service(project, {"NEWSLETTER_SECRET": SECRET}) as (client, _):
         assert client.get("/issues/2021-03.html").status_code == 404  # no archive built: nothing mounted
+
+
+def test_app_from_env_reads_the_project_like_the_command_line(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `uvicorn --factory newsletter.web:app_from_env` (or gunicorn) runs."""
+    from newsletter.web import app_from_env
+
+    for var in [v for v in os.environ if v.startswith(("NEWSLETTER_", "SENDGRID_"))]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    (project.root / "issues").mkdir()
+    monkeypatch.chdir(project.root / "issues")  # found upward, as the command line finds it
+    with TestClient(app_from_env(), base_url="https://example.org") as client:
+        assert client.post(link(), **ONE_CLICK).status_code == 200
+    monkeypatch.chdir(project.root.parent)
+    monkeypatch.setenv("NEWSLETTER_CONFIG", str(project.root / "newsletter.toml"))
+    with TestClient(app_from_env(), base_url="https://example.org") as client:
+        assert client.get(link()).status_code == 200
+    assert suppressions(settings_of(project, {"NEWSLETTER_SECRET": SECRET})) == [(ANN, "unsubscribed", "one-click", None)]
 
 
 # --- a real server -----------------------------------------------------------------------------------
