@@ -132,7 +132,7 @@ class Settings(_Section):
             return v
         if not v.startswith("https://"):
             raise ValueError("must be an https:// URL (RFC 8058 one-click unsubscribe requires https)")
-        _fields(v, {"email", "token", "issue"})
+        _fields(v, {"email", "token"}, optional=("issue",))
         if "{token}" not in v:
             raise ValueError("must contain {token}: without it anyone could unsubscribe anyone")
         return v
@@ -157,15 +157,16 @@ class Settings(_Section):
         return _line_of(self.path.read_text(encoding="utf-8"), key)
 
 
-def _fields(template: str, allowed: set[str]) -> None:
-    """Refuse {placeholders} other than `allowed` (and broken braces) in a URL template."""
+def _fields(template: str, allowed: set[str], optional: tuple[str, ...] = ()) -> None:
+    """Refuse {placeholders} other than `allowed` and `optional` (and broken braces) in a URL template."""
     try:
         names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     except ValueError as e:
         raise ValueError(f"{e}; write a literal brace as {{{{ or }}}}") from None
-    if names - allowed:
-        raise ValueError(f"unknown placeholder {{{sorted(names - allowed)[0]}}}; use "
-                         + " and ".join("{" + a + "}" for a in sorted(allowed)))
+    if unknown := names - allowed - set(optional):
+        raise ValueError(f"unknown placeholder {{{sorted(unknown)[0]}}}; use "
+                         + " and ".join("{" + a + "}" for a in sorted(allowed))
+                         + "".join(", optionally {" + a + "}" for a in sorted(optional)))
 
 
 # environment variable -> (provider table or None, key); applied over the file
