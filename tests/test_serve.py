@@ -378,19 +378,6 @@ def test_a_send_holding_the_sqlite_write_lock_delays_an_unsubscribe_but_does_not
         assert suppressions(settings) == [(ANN, "unsubscribed", "one-click", None)]
 
 
-def test_the_event_loop_never_checkpoints_sqlite_the_worker_does(project: Project) -> None:
-    """A checkpoint fsyncs (10-100 ms on a busy disk): the loop's connection leaves it to the worker."""
-    with service(project, {"NEWSLETTER_SECRET": SECRET}) as (client, settings):
-        database = settings.state_dir / "sends.sqlite3"
-        for i in range(300):
-            assert client.post(link(f"r{i}@example.com"), **ONE_CLICK).status_code == 200
-        before = database.stat().st_size  # the rows are in the WAL only
-        deadline = time.monotonic() + 5
-        while database.stat().st_size == before and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert database.stat().st_size > before  # copied into the database file within a second or so
-
-
 def test_suppressions_add_is_one_statement(tmp_path: Path, database_url: str | None) -> None:
     """The one-click path runs Suppressions.add without a transaction around it (one round trip,
     see web/store.autocommitted): that is atomic only while add is a single statement."""

@@ -8,9 +8,7 @@ a one-click request inline, ~0.9 ms through a thread), so calls run on the event
 connection, which waits at most BUSY_MS for SQLite's write lock. Only when another process holds
 that lock longer (a send recording a batch) does the call move to a worker thread, which waits up to
 30 s without holding up the loop. Every call is one transaction that either committed or rolled
-back, and all of them are idempotent, so running one again there is safe. A commit in WAL mode with
-synchronous=NORMAL does not fsync; a checkpoint does (every ~1000 pages, 10-100 ms on a busy disk):
-the loop's connection never checkpoints, the worker thread does, every CHECKPOINT_S.
+back, and all of them are idempotent, so running one again there is safe.
 
 A call that fails drops its connection: the next call opens a fresh one, so a database restart
 costs the requests in flight, not the service.
@@ -23,7 +21,6 @@ import logging
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -38,7 +35,6 @@ log = logging.getLogger("newsletter.web")
 T = TypeVar("T")
 _STOP = object()
 BUSY_MS = 20  # the longest the event loop waits for SQLite's write lock before handing the call over
-CHECKPOINT_S = 1.0  # SQLite: how often the worker thread copies the WAL into the database
 
 
 class StoreUnavailable(Exception):
@@ -55,7 +51,6 @@ class StoreThreads:
         self.timeout = timeout
         self.inline = not settings.database_url
         self._loop_store: Store | None = None  # SQLite: the event loop's own connection
-        self._loop_calls = 0  # SQLite: calls made on it, so the worker knows when to checkpoint
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
 
@@ -95,8 +90,6 @@ class StoreThreads:
             if self._loop_store is None:
                 self._loop_store = self.settings.open_store()
                 self._loop_store.db.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
-                self._loop_store.db.execute("PRAGMA wal_autocheckpoint = 0")  # the worker's job
-            self._loop_calls += 1
             return fn(self._loop_store)
         except sqlite3.OperationalError as e:
             if not _busy(e):
@@ -113,20 +106,7 @@ class StoreThreads:
 
     def _work(self) -> None:
         store: Store | None = None
-        last_checkpoint, checkpointed_calls = time.monotonic(), 0
-        while True:
-            try:
-                job = self._jobs.get(timeout=CHECKPOINT_S if self.inline else None)
-            except queue.Empty:
-                job = None
-            calls = self._loop_calls
-            if calls != checkpointed_calls and time.monotonic() - last_checkpoint >= CHECKPOINT_S:
-                last_checkpoint, checkpointed_calls = time.monotonic(), calls
-                store = self._checkpoint(store)
-            if job is _STOP:
-                break
-            if job is None:
-                continue
+        while (job := self._jobs.get()) is not _STOP:
             fn, future, loop = job
             try:
                 if store is None:
@@ -139,23 +119,8 @@ class StoreThreads:
                 loop.call_soon_threadsafe(_settle, future, None, e)
             else:
                 loop.call_soon_threadsafe(_settle, future, result, None)
-        if self._loop_calls != checkpointed_calls:
-            store = self._checkpoint(store)
         if store is not None:
             _close_quietly(store)
-
-    def _checkpoint(self, store: Store | None) -> Store | None:
-        """Copy what the WAL holds into the database, without waiting for anyone (PASSIVE)."""
-        try:
-            if store is None:
-                store = self.settings.open_store()
-            store.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except Exception as e:  # noqa: BLE001 - the next one will try again
-            log.warning("SQLite checkpoint: %s", e)
-            if store is not None:
-                _close_quietly(store)
-            return None
-        return store
 
 
 def _busy(e: sqlite3.OperationalError) -> bool:
