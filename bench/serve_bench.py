@@ -167,6 +167,17 @@ def postgres_pids(cluster: pg_server.PostgresCluster | None) -> list[int]:
     return [master, *children]
 
 
+def machine_load() -> str:
+    """Load average and CPU pressure (Linux PSI): how much others were using this shared machine."""
+    load = os.getloadavg()[0]
+    try:
+        some = Path("/proc/pressure/cpu").read_text().split("\n")[0]
+        pressure = f", tasks waiting for a CPU {float(some.split('avg60=')[1].split()[0]):.0f}% of the last minute"
+    except (OSError, IndexError, ValueError):
+        pressure = ""
+    return f"load average {load:.1f}{pressure}"
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -247,6 +258,7 @@ def main() -> int:
                 db = f", PostgreSQL {r['db_cpu_us']:.0f} µs" if store == "postgres" else ""
                 print(f"{store:8}  CPU a request: the service {r['cpu_us']:.0f} µs{db} "
                       f"(one core: {1e6 / (r['cpu_us'] + r['db_cpu_us']):.0f}/s)", flush=True)
+                print(f"{store:8}  machine: {machine_load()}", flush=True)
                 print(f"{store:8}  paced at {args.rate:.0f}/s:    {r['paced_per_s']:5.0f} unsubscribes/s  p50 "
                       f"{r['paced_p50']:5.1f} ms  p99 {r['paced_p99']:5.1f} ms  max {r['paced_max']:6.1f} ms  "
                       f"({r['paced_requests']} requests, {r['paced_errors']} not 2xx)", flush=True)
