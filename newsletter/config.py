@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import providers
 from .errors import ConfigError
@@ -40,6 +40,34 @@ class Brand(_Section):
         return v
 
 
+class Check(_Section):
+    """[check]: which email clients the compatibility report covers, and what it accepts."""
+
+    # caniemail families ("gmail": its usual platforms) or family.platform ("outlook.windows")
+    clients: list[str] = Field(default_factory=lambda: ["gmail", "apple-mail", "outlook", "yahoo"])
+    accept: list[str] = Field(default_factory=list)  # caniemail slugs that degrade gracefully for you
+
+    @field_validator("clients")
+    @classmethod
+    def _clients(cls, v: list[str]) -> list[str]:
+        from .compat import resolve_clients  # reads caniemail's data: only when the file names clients
+
+        resolve_clients(v)
+        return v
+
+    @field_validator("accept")
+    @classmethod
+    def _accept(cls, v: list[str]) -> list[str]:
+        from .compat import load_data
+
+        known = {f["slug"] for f in load_data()["data"]}
+        for slug in v:
+            if slug not in known:
+                raise ValueError(f"{slug!r} is not a caniemail feature; use its id, like css-border-radius "
+                                 "(the last part of https://www.caniemail.com/features/css-border-radius/)")
+        return v
+
+
 class Settings(_Section):
     name: str = "Newsletter"
     language: str = "en"
@@ -49,10 +77,12 @@ class Settings(_Section):
     postal_address: str | None = None
     unsubscribe_url: str | None = None  # template with {email} and {token}
     unsubscribe_mailto: str | None = None
-    view_online_url: str | None = None  # template with {issue}
+    view_online_url: str | None = None  # template with {issue}; default {archive_url}{issue}.html
+    archive_url: str | None = None  # where `newsletter archive`'s folder is served, ending in /
     preview: list[str] = Field(default_factory=list)
     provider: str = "sendgrid"  # a registered provider, used by --send; without it, a dry run
     brand: Brand = Field(default_factory=Brand)
+    check: Check = Field(default_factory=Check)
     # each registered provider's table ([smtp], [sendgrid]), validated by the provider's own model
     providers: dict[str, Any] = Field(default_factory=dict)
     secret: str | None = Field(default=None, exclude=True, repr=False)  # NEWSLETTER_SECRET only
@@ -111,6 +141,24 @@ class Settings(_Section):
             _fields(v, {"issue"})
         return v
 
+    @field_validator("archive_url")
+    @classmethod
+    def _archive(cls, v: str | None) -> str | None:
+        if v is not None:
+            if not v.startswith(("https://", "http://")):
+                raise ValueError("must be an http(s) URL, the address the archive folder is served at")
+            if "{" in v or "?" in v or "#" in v:
+                raise ValueError("must be a plain folder URL like https://example.org/issues/")
+            v = v if v.endswith("/") else v + "/"
+        return v
+
+    @model_validator(mode="after")
+    def _view_online_default(self) -> Settings:
+        # one setting for both: the email's "view in browser" link points at the archive's page
+        if self.view_online_url is None and self.archive_url:
+            self.view_online_url = self.archive_url + "{issue}.html"
+        return self
+
     @property
     def templates_dir(self) -> Path:
         return self.root / "templates"
@@ -144,6 +192,7 @@ ENV_OVERRIDES: dict[str, tuple[str | None, str]] = {
     "NEWSLETTER_UNSUBSCRIBE_URL": (None, "unsubscribe_url"),
     "NEWSLETTER_UNSUBSCRIBE_MAILTO": (None, "unsubscribe_mailto"),
     "NEWSLETTER_VIEW_ONLINE_URL": (None, "view_online_url"),
+    "NEWSLETTER_ARCHIVE_URL": (None, "archive_url"),
     "NEWSLETTER_PROVIDER": (None, "provider"),
     "NEWSLETTER_SECRET": (None, "secret"),
     "NEWSLETTER_STATE_DIR": (None, "state_dir"),
