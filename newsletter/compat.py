@@ -53,6 +53,7 @@ DEGRADES = {
     "html-role": "assistive technology reads tables as tables",
     "html-lang": "the client's language is assumed for hyphenation and speech",
 }
+DARK_ONLY = "used only in dark-mode styles: where unsupported, the light design shows"
 LEVELS = {"y": "supported", "a": "partial", "n": "unsupported", "u": "unknown"}
 VALUE = {"y": 1.0, "a": 0.5, "n": 0.0}  # support as a number for the score; unknown is left out
 PLATFORM_NAMES = {"desktop-webmail": "web", "mobile-webmail": "mobile web"}
@@ -211,11 +212,9 @@ class CompatReport:
             n = self.problems(family, level="n", degrades=False)
             a = [f for f in self.problems(family, degrades=False) if f not in n]
             soft = self.problems(family, degrades=True)
-            text = f"{len(n)} unsupported, {len(a)} partial"
+            text = f"{len(n)} unsupported, {len(a)} partial, {len(soft)} degrading gracefully"
             if n or a:
-                text += ": " + ", ".join(f.title for f in n + a)
-            if soft:
-                text += f"; degrade gracefully: {', '.join(f.title for f in soft)}"
+                text += " (to look at: " + ", ".join(f.title for f in n + a) + ")"
             lines.append(f"  {self.family_name(family):<{width}}  {self.family_score(family):3.0f}%  {text}")
         return lines
 
@@ -308,8 +307,9 @@ def compat_report(html: str, clients: Sequence[str] | None = None, *, mjml: str 
     components = components_of(mjml) if mjml else list(DEFAULT_COMPONENTS)
     base = baseline(frozenset(components))
     layout = frozenset(scan(_render(_layout_only(mjml))).found) if mjml else frozenset()
-    allowed = {**DEGRADES, **{slug: "accepted in [check] accept" for slug in accept}}
     scanned = scan(html)
+    allowed = {**{slug: DARK_ONLY for slug in scanned.dark_only}, **DEGRADES,
+               **{slug: "accepted in [check] accept" for slug in accept}}
     findings = []
     for slug, places in sorted(scanned.found.items()):
         feature = features.get(slug)
@@ -337,6 +337,8 @@ PARTIAL_OK: dict[str, tuple[Callable[[str], bool], str]] = {
                        "only a single colour is used, which every client supports"),
     "css-font-weight": (lambda v: v in ("normal", "bold", "400", "700"),
                         "only normal/bold weights (400, 700) are used, which every client renders as meant"),
+    "html-lists": (lambda v: v not in ("ol reversed", "li value"),
+                   "no <ol reversed> or <li value>, the parts some clients lack"),
 }
 
 

@@ -26,6 +26,7 @@ class Scan:
 
     found: Found
     values: dict[str, set[str]]  # slug -> distinct values of the property that is the feature
+    dark_only: set[str]  # features used only in dark-mode styles (see Scanner.dark)
 
 _H = {f"h{i}": "html-h1-h6" for i in range(1, 7)}
 _SEMANTICS = {t: "html-semantics" for t in (
@@ -162,6 +163,16 @@ PSEUDO_CLASSES = {p: f"css-pseudo-class-{p}" for p in (
 PSEUDO_ELEMENTS = {p: f"css-pseudo-element-{p}" for p in (
     "after", "before", "first-letter", "first-line", "marker", "placeholder")}
 
+# Features the code below finds by other means than the tables above
+BY_CODE = {
+    "html-doctype", "html-comments", "html-anchor-links", "html-mailto-links", "html-meta-color-scheme", "amp",
+    *(f"html-input-{t}" for t in INPUTS), "html-button-reset", "html-button-submit", "image-base64",
+    "css-comments", "css-nesting", "css-important", "css-variables", "css-display", "css-display-flex",
+    "css-display-grid", "css-display-none", "css-sytem-ui", "css-intrinsic-size", "css-unit-initial",
+    "css-selector-grouping", "css-selector-child", "css-selector-adjacent-sibling", "css-selector-general-sibling",
+    "css-selector-descendant", "css-selector-type", "css-selector-universal", "css-selector-id",
+    "css-selector-class", "css-selector-attribute", "css-selector-chaining",
+}
 # Features in the data that no static reading of the HTML can see, with the reason
 NOT_SCANNED = {"bimi": "a DNS record and a mail header, not markup"}
 
@@ -170,8 +181,17 @@ _FUNCTION = re.compile(r"(?<![\w-])([a-z][a-z-]*)\(", re.IGNORECASE)
 _UNIT = re.compile(r"(?<![\w#.-])[+-]?(?:\d+\.?\d*|\.\d+)(%|[a-z]+\b)", re.IGNORECASE)
 _INTRINSIC = re.compile(r"\b(fit-content|min-content|max-content)\b", re.IGNORECASE)
 _IMPORTANT = re.compile(r"!\s*important\s*$", re.IGNORECASE)
+_DARK_MEDIA = re.compile(r"prefers-color-scheme\s*:\s*dark", re.IGNORECASE)
+_OUTLOOK_DARK = re.compile(r"\[data-og[sa][cb]\b", re.IGNORECASE)
 _HEX = re.compile(r"#[0-9a-f]+")
 _STRING = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'")
+
+
+def scannable() -> set[str]:
+    """Every feature slug scan() can report."""
+    tables = (ELEMENTS, ATTRIBUTES, IMAGES, PROPERTIES, FUNCTIONS, UNITS, MEDIA_FEATURES, AT_RULES,
+              PSEUDO_CLASSES, PSEUDO_ELEMENTS)
+    return {slug for table in tables for slug in table.values()} | BY_CODE
 
 
 def split_outside(text: str, sep: str) -> list[str]:
@@ -201,9 +221,16 @@ class Scanner:
     def __init__(self) -> None:
         self.found: Found = defaultdict(Counter)
         self.values: dict[str, set[str]] = defaultdict(set)
+        self.light: set[str] = set()  # features used outside dark-mode styles
+        self.dark = 0  # > 0 while reading styles that apply only in dark mode
 
     def add(self, slug: str, where: str, n: int = 1) -> None:
         self.found[slug][where] += n
+        if not self.dark:
+            self.light.add(slug)
+
+    def result(self) -> Scan:
+        return Scan(dict(self.found), dict(self.values), set(self.found) - self.light)
 
     # --- CSS -------------------------------------------------------------------------------
     def declarations(self, block: str, where: str) -> None:
@@ -225,14 +252,17 @@ class Scanner:
                 self._at_rule(prelude, body, where)
                 continue
             place = f"{where}: {_short(prelude)}"
+            # Outlook.com marks what it darkens with data-ogsc/data-ogsb: such rules apply only there
+            dark = all(_OUTLOOK_DARK.match(sel.strip()) for sel in split_outside(prelude, ","))
+            self.dark += dark
             self.selectors(prelude, place)
-            if body is None:
-                continue
-            if "{" in body:  # rules inside a rule: CSS nesting
-                self.add("css-nesting", place)
-                self.stylesheet(body, where)
-                body = re.sub(r"[^;{}]*\{[^{}]*\}", "", body)
-            self.declarations(body, place)
+            if body is not None:
+                if "{" in body:  # rules inside a rule: CSS nesting
+                    self.add("css-nesting", place)
+                    self.stylesheet(body, where)
+                    body = re.sub(r"[^;{}]*\{[^{}]*\}", "", body)
+                self.declarations(body, place)
+            self.dark -= dark
 
     def _at_rule(self, prelude: str, body: str | None, where: str) -> None:
         name = re.match(r"@([\w-]+)", prelude)
@@ -247,7 +277,10 @@ class Scanner:
         if body is None:
             return
         if kind in ("media", "supports", "document", "container", "layer"):
+            dark = bool(kind == "media" and _DARK_MEDIA.search(prelude))
+            self.dark += dark
             self.stylesheet(body, f"{where} {_short(prelude, 40)}")
+            self.dark -= dark
         elif kind in ("font-face", "page"):
             self.declarations(body, place)
 
@@ -374,7 +407,7 @@ def scan(html: str) -> Scan:
         s.add("html-doctype", "<!doctype html>")
     doc = etree.fromstring(html, etree.HTMLParser())
     if doc is None:
-        return Scan(dict(s.found), dict(s.values))
+        return s.result()
     for el in doc.iter():
         if el.tag is etree.Comment:
             text = (el.text or "").strip()
@@ -384,7 +417,7 @@ def scan(html: str) -> Scan:
         if not isinstance(el.tag, str):
             continue
         _element(s, el, el.tag.lower())
-    return Scan(dict(s.found), dict(s.values))
+    return s.result()
 
 
 def _element(s: Scanner, el: Any, tag: str) -> None:
@@ -400,6 +433,8 @@ def _element(s: Scanner, el: Any, tag: str) -> None:
         s.add(f"html-button-{attrs.get('type', 'submit').lower()}", where)
     elif tag == "meta" and attrs.get("name", "").lower() in ("color-scheme", "supported-color-schemes"):
         s.add("html-meta-color-scheme", f'<meta name="{attrs["name"]}">')
+    elif (tag == "ol" and "reversed" in attrs) or (tag == "li" and "value" in attrs):
+        s.values["html-lists"].add(f"{tag} {'reversed' if tag == 'ol' else 'value'}")
     elif tag == "a":
         href = attrs.get("href", "").strip().lower()
         if href.startswith("#"):
