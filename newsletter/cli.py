@@ -229,6 +229,30 @@ def render(ctx: _Context, issue: Path, out_dir: Path) -> None:
 
 
 @cli.command()
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder for the site (default: site/ beside newsletter.toml).")
+@click.option("--drafts", is_flag=True, help="Also issues not sent yet, marked as drafts (for a preview).")
+@click.pass_obj
+def archive(ctx: _Context, out_dir: Path | None, drafts: bool) -> None:
+    """Build the web archive: a page per sent issue, an index and an Atom feed, for any static host."""
+    import time
+
+    from .archive import build_archive
+
+    start = time.perf_counter()
+    site = build_archive(ctx.settings, out_dir, drafts=drafts)
+    took = time.perf_counter() - start
+    pages = len(site.issues)
+    say(f"wrote {site.out}/: {_plural(pages, 'issue page')}, index.html, feed.xml in {took:.1f} s")
+    for path in site.removed:
+        say(f"removed {path} (no longer published)", "yellow")
+    if site.left_out:
+        say(f"left out, not sent yet: {', '.join(site.left_out)} (add --drafts to preview them)", "yellow")
+    say(f"Publish the folder at {site.url} on any static host: the emails' view-in-browser links point there",
+        "green")
+
+
+@cli.command()
 @click.argument("issue", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--list", "list_spec", required=True, metavar="LIST",
               help="A list name from subscribers/ (digest -> subscribers/digest.csv) or a CSV path.")

@@ -181,3 +181,17 @@ class SQLiteRecord(_SQLiteStates):
                 "UPDATE deliveries SET state = ?, answer = ?, updated_at = ? WHERE issue = ? AND email_key = ?",
                 [(s, a, t, self.issue, e.casefold()) for s, a, t, e in rows],
             )
+
+
+def sent_issues(state_dir: Path) -> dict[str, datetime]:
+    """Issues with at least one delivery recorded as sent, and when the first one was: what the
+    archive publishes. Read-only; without a send record, nothing was sent."""
+    path = state_dir / "sends.sqlite3"
+    if not path.exists():
+        return {}
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    try:
+        rows = db.execute("SELECT issue, MIN(updated_at) FROM deliveries WHERE state = ? GROUP BY issue", (SENT,))
+        return {issue: datetime.fromisoformat(when) for issue, when in rows}
+    finally:
+        db.close()

@@ -91,7 +91,7 @@ def test_init_with_templates_gives_editable_copies_that_win(installed: Path, tmp
     r = run(installed, "init", "--templates", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     copies = sorted(p.name for p in (tmp_path / "templates").iterdir())
-    assert copies == ["digest.css", "digest.mjml.j2", "digest.txt.j2", "labels.toml"]
+    assert copies == ["archive.html.j2", "digest.css", "digest.mjml.j2", "digest.txt.j2", "labels.toml"]
     mjml = tmp_path / "templates" / "digest.mjml.j2"
     mjml.write_text(mjml.read_text().replace("<mj-body", '<mj-body css-class="my-own-layout"'))
     r = run(installed, "render", "issues/first-issue.yaml", cwd=tmp_path)
