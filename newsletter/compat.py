@@ -251,7 +251,8 @@ class CompatReport:
             } for fam in self.families},
             "failures": [f.slug for f in self.failures],
             "findings": [{"slug": f.slug, "title": f.title, "url": f.url, "count": f.count,
-                          "origin": "mjml" if f.baseline else "template or issue", "degrades": f.degrades,
+                          "origin": f.origin, "from": ORIGINS[f.origin], "degrades": f.degrades,
+                          "partial_ok": f.partial_ok,
                           "places": [{"where": w, "count": n} for w, n in f.places[:5]],
                           "support": f.support, "notes": f.notes} for f in self.findings],
         }
@@ -285,10 +286,10 @@ def _md(text: str) -> str:
 def _finding_lines(f: Finding, clients: Sequence[Client]) -> list[str]:
     by_level: dict[str, list[str]] = {}
     for c in clients:
-        by_level.setdefault(f.support.get(c.key, "u"), []).append(c.name)
+        by_level.setdefault(f.level(c), []).append(c.name)
     who = "; ".join(f"{LEVELS[lv]} in {', '.join(names)}" for lv, names in by_level.items() if lv in "an")
     tag = f" (degrades gracefully: {f.degrades})" if f.degrades else ""
-    lines = [f"  - {f.title}{tag}: {who}. {f.url}",
+    lines = [f"  - {f.title}{tag}: {who}; from {ORIGINS[f.origin]}. {f.url}",
              "    at " + "; ".join(f"{w} ×{n}" for w, n in f.places[:3]) + (" …" if len(f.places) > 3 else "")]
     notes = {n for c in clients for n in f.notes.get(c.key, [])}
     lines += [f"    note: {n}" for n in sorted(notes)]
@@ -306,7 +307,7 @@ def compat_report(html: str, clients: Sequence[str] | None = None, *, mjml: str 
     features = {f["slug"]: f for f in load_data()["data"]}
     components = components_of(mjml) if mjml else list(DEFAULT_COMPONENTS)
     base = baseline(frozenset(components))
-    layout = frozenset(scan(_render(_layout_only(mjml))).found) if mjml else frozenset()
+    layout = _layout(mjml) if mjml else frozenset()
     scanned = scan(html)
     allowed = {**{slug: DARK_ONLY for slug in scanned.dark_only}, **DEGRADES,
                **{slug: "accepted in [check] accept" for slug in accept}}
@@ -399,6 +400,15 @@ def baseline(components: frozenset[str]) -> frozenset[str]:
 _ENDING = ("mj-text", "mj-button", "mj-table", "mj-raw", "mj-navbar-link", "mj-accordion-title",
            "mj-accordion-text", "mj-social-element")
 _ENDING_RE = re.compile(rf"(<({'|'.join(_ENDING)})\b[^>]*(?<!/)>)(.*?)(</\2>)", re.DOTALL)
+
+
+def _layout(mjml: str) -> frozenset[str]:
+    """Features of the document's layout alone (see _layout_only); empty when MJML cannot render it,
+    and then the findings are only told apart as MJML's baseline or not."""
+    try:
+        return frozenset(scan(_render(_layout_only(mjml))).found)
+    except ValueError:  # mjml-python's parse errors
+        return frozenset()
 
 
 def _layout_only(mjml: str) -> str:

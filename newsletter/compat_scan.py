@@ -328,7 +328,7 @@ class Scanner:
 def _declarations(block: str) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
     """(property, value, features) of each declaration in `block`; MJML repeats the same style
     attribute on many elements, so each distinct one is read once."""
-    out = []
+    out: list[tuple[str, str, tuple[str, ...]]] = []
     if "/*" in block:
         out.append(("", "", ("css-comments",)))
         block = _COMMENT.sub("", block)
