@@ -49,7 +49,9 @@ DEGRADES = {
     "css-pseudo-class-hover": "no hover effect",
     "css-pseudo-class-focus": "the browser's own focus ring",
     "css-pseudo-class-focus-visible": "the browser's own focus ring",
-    "html-aria-label": "assistive technology reads the content instead of the label",
+    **dict.fromkeys(("html-aria-label", "html-aria-labelledby", "html-aria-describedby", "html-aria-hidden",
+                     "html-aria-live"), "an accessibility hint; without it assistive technology reads the "
+                                        "content as it is"),
     "html-role": "assistive technology reads tables as tables",
     "html-lang": "the client's language is assumed for hyphenation and speech",
 }
