@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Settings
+from .config import MAKE_SECRET, Settings
 from .dispatch import Dispatcher, RetryPolicy, SendReport, StopFlag
 from .errors import ConfigError, IssueError, Problem, UsageError
 from .ledger import Ledger
@@ -34,7 +34,7 @@ class Campaign:
 
     def __post_init__(self) -> None:
         self.list_path = resolve_list(self.list_spec, self.settings.root)
-        self.columns = SubscriberList(self.list_path).columns  # fails early on a missing list or header
+        self.columns = self.subscribers().columns  # fails early on a missing list or header
         self.outbox = self.settings.root / "outbox" / self.prepared.rendered.stem
         self.secret = self.settings.secret or ""
         if not self.secret:
@@ -46,6 +46,10 @@ class Campaign:
                 f"{self.settings.path or 'newsletter.toml'}: unsubscribe_url is not set, and "
                 f"[sendgrid] asm_group_id cannot help when {self.provider_name} sends; set unsubscribe_url"
             )
+
+    def subscribers(self) -> SubscriberList:
+        """The list, validated for what this provider can deliver (SendGrid: no SMTPUTF8)."""
+        return SubscriberList(self.list_path, allow_utf8_local=self.provider_name != "sendgrid")
 
     @property
     def stem(self) -> str:
@@ -68,8 +72,8 @@ class Campaign:
         if self.throwaway_secret and self.settings.unsubscribe_url and "{token}" in self.settings.unsubscribe_url:
             raise ConfigError(
                 "NEWSLETTER_SECRET is not set: unsubscribe links are signed with it, and your "
-                "unsubscribe endpoint verifies them with the same key; export NEWSLETTER_SECRET=... "
-                "(keep it stable across sends)"
+                "unsubscribe endpoint verifies them with the same key; make one with "
+                f"{MAKE_SECRET}, export NEWSLETTER_SECRET=... and keep it stable across sends"
             )
 
     def retry_policy(self) -> RetryPolicy:
@@ -94,7 +98,7 @@ class Campaign:
         with Ledger(self.settings.state_dir, self.stem, readonly=True) as ledger:
             report = self.new_report("dry-run", self.provider_name)
             Dispatcher(self.personalizer(), provider, ledger, report, record=False,
-                       limit=limit).run(SubscriberList(self.list_path))
+                       limit=limit).run(self.subscribers())
         report.batches = -(-report.sent // batch_size(self.provider_name, self.settings))
         report.requests = 0
         self.save(report)
@@ -102,7 +106,7 @@ class Campaign:
 
     def count_recipients(self, *, limit: int | None = None, resend_unknown: bool = False) -> int:
         """How many readers a real send would hand to the provider now (for the confirmation)."""
-        subs = SubscriberList(self.list_path)
+        subs = self.subscribers()
         with Ledger(self.settings.state_dir, self.stem, readonly=True) as ledger:
             d = Dispatcher(self.personalizer(), _NoProvider(), ledger, self.new_report("count", ""),
                            record=False, limit=limit, resend_unknown=resend_unknown)
@@ -119,7 +123,7 @@ class Campaign:
             report = self.new_report("send", provider.name)
             Dispatcher(self.personalizer(), provider, ledger, report, retry=retry or self.retry_policy(),
                        stop=stop or StopFlag(), limit=limit, resend_unknown=resend_unknown,
-                       on_progress=on_progress).run(SubscriberList(self.list_path))
+                       on_progress=on_progress).run(self.subscribers())
         self.save(report)
         return report
 
@@ -129,7 +133,7 @@ class Campaign:
         if not self.settings.preview:
             raise UsageError("no preview addresses: set preview = [...] in newsletter.toml "
                              "or NEWSLETTER_PREVIEW_TO=a@example.com,b@example.com")
-        subs = SubscriberList(self.list_path)
+        subs = self.subscribers()
         first = next((s for s in subs if s.status == "subscribed"), None)
         if first is None:
             raise UsageError(f"{self.list_path}: no subscribed reader to take merge fields from")

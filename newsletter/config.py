@@ -19,6 +19,17 @@ from .errors import ConfigError
 
 CONFIG_NAME = "newsletter.toml"
 SECRET_KEYS = {"password", "api_key", "secret", "sendgrid_api_key"}
+MAKE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+# Cc (NUL, TAB, CR, LF, ESC, U+0085 ...) and the Unicode line/paragraph separators: never in a header
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _one_line(v: str | None) -> str | None:
+    """Refuse a value that would break a mail header (or a one-line footer) apart."""
+    if v is not None and (m := _CONTROL.search(v)):
+        raise ValueError(f"contains a control character or line break (U+{ord(m.group()):04X}) at "
+                         f"character {m.start() + 1}; write it as one line of plain text")
+    return v
 
 
 class _Section(BaseModel):
@@ -40,7 +51,7 @@ class Brand(_Section):
 
 class SMTPSettings(_Section):
     host: str = "localhost"
-    port: int = 25
+    port: int = Field(default=25, ge=1, le=65535)  # a TCP port
     security: Literal["none", "starttls", "ssl"] = "none"
     username: str | None = None
     password: str | None = Field(default=None, exclude=True)  # from NEWSLETTER_SMTP_PASSWORD only
@@ -76,9 +87,28 @@ class Settings(_Section):
     root: Path = Path(".")
     path: Path | None = None
 
+    @field_validator("name", "from_name", "postal_address")
+    @classmethod
+    def _header_text(cls, v: str | None) -> str | None:
+        return _one_line(v)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        strong = v.strip()
+        if len(strong) < 32 or len(set(strong)) < 8:  # never echo the value: it is a secret
+            raise ValueError(
+                "too weak to sign unsubscribe links: use at least 32 characters (not counting spaces "
+                "around it) and at least 8 different ones; make one with " + MAKE_SECRET + " and keep "
+                "it stable: a new key breaks the unsubscribe links already sent")
+        return v
+
     @field_validator("from_email", "reply_to", "unsubscribe_mailto")
     @classmethod
     def _address(cls, v: str | None) -> str | None:
+        _one_line(v)
         if v is not None and not re.fullmatch(r"[^@\s<>,]+@[^@\s<>,]+\.[^@\s<>,]+", v):
             raise ValueError(f"{v!r} is not an email address like name@example.org")
         return v
@@ -191,12 +221,15 @@ def load_settings(path: Path | None = None, env: dict[str, str] | None = None) -
                         f"{path}:{_line_of(text, key)}: {key}: secrets are read only from the "
                         "environment; remove it from the file and set the environment variable"
                     )
+    from_env: dict[tuple[str, ...], str] = {}  # setting -> the variable it came from, for messages
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var):
             target = data.setdefault(section, {}) if section else data
             target[key] = env[var]
+            from_env[(section, key) if section else (key,)] = var
     if env.get("NEWSLETTER_PREVIEW_TO"):
         data["preview"] = [a.strip() for a in env["NEWSLETTER_PREVIEW_TO"].split(",") if a.strip()]
+        from_env[("preview",)] = "NEWSLETTER_PREVIEW_TO"
     root = path.parent if path else Path.cwd()
     data["root"] = root
     data["path"] = path
@@ -206,8 +239,9 @@ def load_settings(path: Path | None = None, env: dict[str, str] | None = None) -
         lines = []
         for err in e.errors():
             loc = ".".join(str(p) for p in err["loc"])
-            line = _line_of(text, str(err["loc"][-1])) if text else None
-            where = f"{path}:{line}" if line else f"{path or 'environment'}"
+            var = from_env.get(tuple(map(str, err["loc"][:2]))) or from_env.get((str(err["loc"][0]),))
+            line = _line_of(text, str(err["loc"][-1])) if text and not var else None
+            where = f"environment variable {var}" if var else f"{path}:{line}" if line else f"{path or 'environment'}"
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown setting; check the spelling (see Configuration in README.md)"

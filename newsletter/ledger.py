@@ -13,13 +13,14 @@ from pathlib import Path
 
 from .errors import NewsletterError
 from .providers.base import BatchResult, Personalization
+from .subscribers import address_key
 
 SENT, IN_FLIGHT, FAILED, RETRY = "sent", "in_flight", "failed", "retry"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
     issue       TEXT NOT NULL,
-    email_key   TEXT NOT NULL,             -- casefolded address: one copy per reader
+    email_key   TEXT NOT NULL,             -- subscribers.address_key(email): one copy per reader
     email       TEXT NOT NULL,
     state       TEXT NOT NULL CHECK (state IN ('in_flight', 'sent', 'failed', 'retry')),
     attempts    INTEGER NOT NULL DEFAULT 0,
@@ -104,7 +105,7 @@ class Ledger:
                    ON CONFLICT (issue, email_key) DO UPDATE SET
                        state = 'in_flight', attempts = attempts + 1, batch = excluded.batch,
                        provider = excluded.provider, updated_at = excluded.updated_at""",
-                [(self.issue, p.email.casefold(), p.email, batch_id, provider, now, now) for p in batch],
+                [(self.issue, address_key(p.email), p.email, batch_id, provider, now, now) for p in batch],
             )
 
     def record(self, result: BatchResult) -> None:
@@ -118,5 +119,5 @@ class Ledger:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany(
                 "UPDATE deliveries SET state = ?, answer = ?, updated_at = ? WHERE issue = ? AND email_key = ?",
-                [(s, a, t, self.issue, e.casefold()) for s, a, t, e in rows],
+                [(s, a, t, self.issue, address_key(e)) for s, a, t, e in rows],
             )
