@@ -134,6 +134,17 @@ def _swallowed(lines: list[str], width: int) -> tuple[list[str], int]:
     return addresses, rows
 
 
+def _own_address(lines: list[str]) -> str | None:
+    """The first address on a row's first line: whom a broken row concerns."""
+    m = _ADDRESS.search(lines[0][:MAX_ADDRESS_FIELD * 4]) if lines else None
+    return m.group() if m else None
+
+
+def _who(lines: list[str]) -> str:
+    own = _own_address(lines)
+    return f"the row of {own}" if own else "the row"
+
+
 def _some(addresses: list[str], n: int = 10) -> str:
     shown = ", ".join(addresses[:n])
     return shown + (f" and {len(addresses) - n} more" if len(addresses) > n else "")
@@ -204,11 +215,12 @@ class SubscriberList:
         addresses, rows = _swallowed(lines.text, len(self.columns))
         if not rows:
             return None
-        taken = (f"the {len(addresses)} address{'es' * (len(addresses) != 1)} {_some(addresses)}"
-                 if addresses else f"{rows} lines that look like rows")
+        own = _own_address(lines.text)
+        taken = (f"the {len(addresses)} address{'es' * (len(addresses) != 1)} it swallowed ({_some(addresses)})"
+                 if addresses else f"the {rows} lines after it that look like rows")
         return self._problem(lines.start, (
             f"{why}a quote (\") on line {lines.start} runs on to line {lines.lineno}, so lines "
-            f"{lines.start}-{lines.lineno} became one row, swallowing {taken}; none of them is sent. "
+            f"{lines.start}-{lines.lineno} became one row: {own or 'this row'} and {taken} are not sent. "
             f"Close the quote on line {lines.start} (write a quote inside a value as \"\") or remove "
             "it, and run again"))
 
@@ -220,20 +232,25 @@ class SubscriberList:
             why = f"a value is longer than {csv.field_size_limit():,} characters"
         else:
             why = f"cannot read the row ({error})"
+        if problem := self._runaway(lines, why + ": "):
+            return problem
         span = f"lines {lines.start}-{lines.lineno}" if lines.lineno > lines.start else f"line {lines.start}"
-        return self._runaway(lines, why + ": ") or self._problem(lines.start, f"{why} ({span}); the row is skipped")
+        own = _own_address(lines.text)
+        return self._problem(lines.start, f"{why} ({span}{', ' + own if own else ''}); the row is skipped")
 
-    def _check_fields(self, row: list[str], line: int) -> Problem | None:
+    def _check_fields(self, row: list[str], lines: _Lines) -> Problem | None:
         """Length and control characters, for every field of a row."""
+        if max(map(len, row), default=0) <= MAX_ADDRESS_FIELD and not _CONTROL.search(",".join(row)):
+            return None  # the common case, at one scan of the row
         for column, value in zip(self.columns, row):
             limit = MAX_ADDRESS_FIELD if column.lower() in ("email", "name") else MAX_FIELD
             if len(value) > limit:
-                return self._problem(line, f"{len(value):,} characters, more than the {limit:,} allowed; "
-                                     "the row is skipped", column or "(unnamed column)")
+                return self._problem(lines.start, f"{len(value):,} characters, more than the {limit:,} "
+                                     f"allowed; {_who(lines.text)} is skipped", column or "(unnamed column)")
         for column, value in zip(self.columns, row):
             if (bad := describe_control(value.strip())) is not None:
-                return self._problem(line, f"contains {bad}; a value must be one line of plain text: "
-                                     "fix it in the list (the row is skipped, not altered)",
+                return self._problem(lines.start, f"contains {bad}; a value must be one line of plain "
+                                     f"text: fix it in the list ({_who(lines.text)} is skipped, not altered)",
                                      column or "(unnamed column)")
         return None
 
@@ -270,10 +287,10 @@ class SubscriberList:
                         continue
                     if len(row) != width:
                         self.invalid.append(self._problem(
-                            start, f"{len(row)} fields where the header has {width}; "
-                            "quote values that contain commas"))
+                            start, f"{len(row)} fields where the header has {width}; quote values "
+                            f"that contain commas ({_who(lines.text)} is skipped)"))
                         continue
-                    if (problem := self._check_fields(row, start)) is not None:
+                    if (problem := self._check_fields(row, lines)) is not None:
                         self.invalid.append(problem)
                         continue
                     values = {(c.lower() if c.lower() in RESERVED else c): v.strip()
