@@ -239,9 +239,10 @@ def load_settings(path: Path | None = None, env: dict[str, str] | None = None) -
         lines = []
         for err in e.errors():
             loc = ".".join(str(p) for p in err["loc"])
-            var = from_env.get(tuple(map(str, err["loc"][:2]))) or from_env.get((str(err["loc"][0]),))
-            line = _line_of(text, str(err["loc"][-1])) if text and not var else None
-            where = f"environment variable {var}" if var else f"{path}:{line}" if line else f"{path or 'environment'}"
+            origin = from_env.get(tuple(map(str, err["loc"][:2]))) or from_env.get((str(err["loc"][0]),))
+            line = _line_of(text, str(err["loc"][-1])) if text and not origin else None
+            where = (f"environment variable {origin}" if origin else f"{path}:{line}" if line
+                     else f"{path or 'environment'}")
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown setting; check the spelling (see Configuration in README.md)"

@@ -30,7 +30,9 @@ MAX_ROW = 1_000_000  # characters one row (all its lines) may take while it is r
 
 # Cc (C0, DEL, C1: NUL, TAB, CR, LF, U+0085 ...) and the Unicode line and paragraph separators
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_ADDRESS = re.compile(r"[\w.+'&%=~-]+@[\w-]+(?:\.[\w-]+)+")
+# what looks like an address, for naming readers in messages; linear time on hostile text: a match
+# starts only where a run of local-part characters starts, and every repetition is bounded
+_ADDRESS = re.compile(r"(?<![\w.+'&%=~-])[\w.+'&%=~-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 

@@ -65,6 +65,9 @@ GENERATED: dict[str, tuple[str, dict]] = {
                                   {"invalid": [2]}),
     "header-field-1mb.csv": ("email,name," + "H" * MB + "\na@example.com,Anna,x\n",
                              {"refused": "the header row is longer than"}),
+    "runaway-quote-into-long-line.csv": (  # naming the swallowed addresses stays linear in time
+        'email,name\na@example.com,"Anna\n' + "x" * 600_000 + "\nb@example.com,Bob\n",
+        {"invalid": [2], "says": ["a value is longer than 131,072 characters (lines 2-3, a@example.com)"]}),
     "runaway-quote-past-field-limit.csv": (
         'email,name\na@example.com,"Anna\n' + "".join(f"r{i}@example.com,R {i}\n" for i in range(8000)),
         {"invalid": [2], "says": ["a value is longer than", "a@example.com and the", "r0@example.com", "more)"]}),
