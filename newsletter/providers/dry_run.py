@@ -35,7 +35,7 @@ class DryRunProvider:
             old.unlink()
         self._file = (outbox / "recipients.csv").open("w", newline="", encoding="utf-8")
         self._csv = csv.writer(self._file)
-        self._csv.writerow([csv_safe(c) for c in ("email", "name", "line")])
+        self._csv.writerow(["email", "name", "line"])
 
     def send(self, envelope: Envelope, batch: list[Personalization]) -> BatchResult:
         result = BatchResult()
