@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Settings
+from .config import MAKE_SECRET, Settings
 from .dispatch import Dispatcher, RetryPolicy, Selection, SendReport, StopFlag
 from .errors import ConfigError, IssueError, Problem, UsageError
 from .ledger import NoRecord
@@ -64,8 +64,9 @@ class Campaign:
         return self.prepared.rendered.stem
 
     def subscribers(self) -> SubscriberList:
-        """A fresh stream over the list (each pass re-reads the file)."""
-        return SubscriberList(self.list_path)
+        """A fresh stream over the list (each pass re-reads the file), validated for what this
+        provider can deliver (non-ASCII local parts need SMTPUTF8: SendGrid refuses them)."""
+        return SubscriberList(self.list_path, allow_utf8_local=self.provider_spec.utf8_local_parts)
 
     def _check_merge_columns(self) -> None:
         """A merge field naming a column the list lacks would be blank for every reader: refuse."""
@@ -84,8 +85,8 @@ class Campaign:
         if self.throwaway_secret and self.settings.unsubscribe_url and "{token}" in self.settings.unsubscribe_url:
             raise ConfigError(
                 "NEWSLETTER_SECRET is not set: unsubscribe links are signed with it, and your "
-                "unsubscribe endpoint verifies them with the same key; export NEWSLETTER_SECRET=... "
-                "(keep it stable across sends)"
+                "unsubscribe endpoint verifies them with the same key; make one with "
+                f"{MAKE_SECRET}, export NEWSLETTER_SECRET=... and keep it stable across sends"
             )
 
     def provider(self) -> Provider:

@@ -24,6 +24,17 @@ if TYPE_CHECKING:
 
 CONFIG_NAME = "newsletter.toml"
 SECRET_KEYS = {"secret", "database_url"}  # of the [newsletter] table; each provider declares its own
+MAKE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+# Cc (NUL, TAB, CR, LF, ESC, U+0085 ...) and the Unicode line/paragraph separators: never in a header
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _one_line(v: str | None) -> str | None:
+    """Refuse a value that would break a mail header (or a one-line footer) apart."""
+    if v is not None and (m := _CONTROL.search(v)):
+        raise ValueError(f"contains a control character or line break (U+{ord(m.group()):04X}) at "
+                         f"character {m.start() + 1}; write it as one line of plain text")
+    return v
 
 
 class _Section(BaseModel):
@@ -97,9 +108,29 @@ class Settings(_Section):
         """The tag `provider` fills with its own unsubscribe link (SendGrid's groups), if set up."""
         return providers.spec(provider).own_unsubscribe(self.provider_settings(provider))
 
+
+    @field_validator("name", "from_name", "postal_address")
+    @classmethod
+    def _header_text(cls, v: str | None) -> str | None:
+        return _one_line(v)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        strong = v.strip()
+        if len(strong) < 32 or len(set(strong)) < 8:  # never echo the value: it is a secret
+            raise ValueError(
+                "too weak to sign unsubscribe links: use at least 32 characters (not counting spaces "
+                "around it) and at least 8 different ones; make one with " + MAKE_SECRET + " and keep "
+                "it stable: a new key breaks the unsubscribe links already sent")
+        return v
+
     @field_validator("from_email", "reply_to", "unsubscribe_mailto")
     @classmethod
     def _address(cls, v: str | None) -> str | None:
+        _one_line(v)
         if v is not None and not re.fullmatch(r"[^@\s<>,]+@[^@\s<>,]+\.[^@\s<>,]+", v):
             raise ValueError(f"{v!r} is not an email address like name@example.org")
         return v
@@ -260,13 +291,22 @@ def _located(errors: list[tuple[tuple[str, ...], Any]], path: Path, text: str, e
     lines = []
     for table_loc, err in errors:
         loc = [*table_loc, *(str(p) for p in err["loc"])]
-        key = loc[-1] if loc else ""
-        table = loc[0] if len(loc) > 1 else None
-        var = next((v for v, (t, k) in ENV_OVERRIDES.items() if (t, k) == (table, key) and env.get(v)), None)
-        line = _line_of(text, key) if key else None
-        where = var or (f"{path}:{line}" if line else f"{path}")
+        var = _variable_for(loc, env)
+        key = next((part for part in reversed(loc) if not part.isdigit()), "")  # preview.0 -> preview
+        line = _line_of(text, key) if key and not var else None
+        where = f"environment variable {var}" if var else (f"{path}:{line}" if line else f"{path}")
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown setting; check the spelling (see Configuration in README.md)"
         lines.append(f"{where}: {'.'.join(loc)}: {msg}")
     return "\n".join(lines)
+
+
+def _variable_for(loc: list[str], env: Mapping[str, str]) -> str | None:
+    """The environment variable a wrong setting came from, if it came from one."""
+    if loc[:1] == ["preview"] and env.get("NEWSLETTER_PREVIEW_TO"):
+        return "NEWSLETTER_PREVIEW_TO"
+    for var, (table, key) in ENV_OVERRIDES.items():
+        if env.get(var) and loc[: 2 if table else 1] == ([table, key] if table else [key]):
+            return var
+    return None

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol, Self
 
 from .message import BatchResult, Personalization
 from .store.db import now
+from .subscribers import address_key
 
 if TYPE_CHECKING:
     from .store.db import Database
@@ -126,5 +127,5 @@ class DeliveryRecord:
 
 
 def key_of(email: str) -> str:
-    """The address as the send record and suppressions know it."""
-    return email.casefold()
+    """The address as the send record and suppressions know it (see subscribers.address_key)."""
+    return address_key(email)

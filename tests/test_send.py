@@ -22,7 +22,7 @@ from conftest import SMALL_ISSUE, Project, run_cli
 from newsletter.personalize import verify_unsubscribe_token
 from smtp_server import Recorder
 
-SECRET = "test-secret-key"
+SECRET = "test-secret-key-that-is-long-enough-0123456789"
 
 
 def readers(n: int) -> str:
