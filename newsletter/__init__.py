@@ -28,7 +28,8 @@ _EXPORTS = {
     "sample_message": "personalize", "html_size": "personalize",
     "Subscriber": "subscribers", "SubscriberList": "subscribers",
     "Campaign": "campaign", "Plan": "campaign", "SendReport": "dispatch", "StopFlag": "dispatch",
-    "SendRecord": "ledger", "SQLiteRecord": "ledger", "ReadOnlyRecord": "ledger", "NoRecord": "ledger",
+    "SendRecord": "ledger", "DeliveryRecord": "ledger", "NoRecord": "ledger",
+    "Store": "store", "open_store": "store", "Suppressions": "suppressions", "Suppression": "suppressions",
     "Provider": "providers", "ProviderSpec": "providers",
     "init_project": "scaffold",
     "compat_report": "compat", "CompatReport": "compat", "build_archive": "archive", "Archive": "archive",
@@ -53,7 +54,9 @@ if TYPE_CHECKING:
     from .dispatch import SendReport, StopFlag
     from .errors import ConfigError, IssueError, NewsletterError, Problem, SubscriberListError, UsageError
     from .issue import Issue, load_issue, parse_issue
-    from .ledger import NoRecord, ReadOnlyRecord, SendRecord, SQLiteRecord
+    from .ledger import DeliveryRecord, NoRecord, SendRecord
+    from .store import Store, open_store
+    from .suppressions import Suppression, Suppressions
     from .message import BatchResult, Envelope, Personalization, Rendered
     from .personalize import html_size, sample_message
     from .pipeline import Prepared, prepare, write_rendered

@@ -28,7 +28,6 @@ from . import __version__, merge
 from .config import Settings
 from .errors import ConfigError
 from .issue import Issue, load_issue
-from .ledger import sent_issues
 from .message import Rendered
 from .render import Renderer
 
@@ -115,7 +114,8 @@ def build_archive(settings: Settings, out: Path | None = None, *, drafts: bool =
     newsletter.toml): the sent ones, and with `drafts` the others too, marked as drafts."""
     base = archive_url(settings)
     out = out if out is not None else settings.root / "site"
-    sent = sent_issues(settings.state_dir)
+    with settings.open_store(create=False) as store:  # read only; no send record yet: nothing sent
+        sent = {issue: datetime.fromisoformat(when) for issue, when in store.read_record("").first_sent().items()}
     # the web copy does not link to itself: no view-in-browser link in its header and footer
     renderer = Renderer(settings.model_copy(update={"view_online_url": None}))
     published: list[tuple[ArchivedIssue, Rendered]] = []

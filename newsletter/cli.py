@@ -402,6 +402,8 @@ def _print_report(report: SendReport, campaign: Campaign) -> None:
     t.add_row("skipped by status", f"{sum(report.skipped_by_status.values()):,}", skipped)
     t.add_row("invalid rows", f"{len(report.invalid):,}", "listed above" if report.invalid else "")
     t.add_row("duplicates", f"{len(report.duplicates):,}", "listed above" if report.duplicates else "")
+    t.add_row("suppressed", f"{sum(report.suppressed.values()):,}",
+              ", ".join(f"{k} {v}" for k, v in sorted(report.suppressed.items())) or "none")
     t.add_row("already sent", f"{report.already_sent:,}", "in an earlier run")
     if report.left_for_later:
         t.add_row("left for later", f"{report.left_for_later:,}", "--limit or interrupted: run again to go on")

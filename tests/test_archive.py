@@ -23,7 +23,7 @@ from newsletter.errors import ConfigError
 from newsletter.personalize import unsubscribe_token
 from smtp_server import Recorder
 
-SECRET = "archive-test-secret"
+SECRET = "archive-test-secret-that-is-long-enough-0123456789"
 ARCHIVE = "https://example.org/letter/"
 READERS = "email,name\nann@example.com,Ann Secretname\nbob@example.com,Bob Hiddenname\n"
 DRAFT = """\
