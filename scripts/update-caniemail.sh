@@ -6,7 +6,7 @@
 #   scripts/update-caniemail.sh 2.0.2      # a given version
 #
 # Then run `pytest tests/test_compat.py`: a feature the data gained and the scanner does not know
-# yet fails test_every_feature_is_scanned_or_listed; teach newsletter/compat_scan.py about it.
+# yet fails test_every_feature_in_the_data_is_scanned_or_listed; teach newsletter/compat_scan.py about it.
 set -eu
 
 here=$(cd "$(dirname "$0")/.." && pwd)
