@@ -92,7 +92,8 @@ def apply_statuses(path: Path, suppressions: Suppressions, *, dry_run: bool = Fa
             result.added_status_column = "status" not in [c.strip() for c in columns]
             status_at = len(columns) if result.added_status_column else [c.strip() for c in columns].index("status")
             email_at = [c.strip() for c in columns].index("email")
-            with _Output(path, dry_run) as out:
+            output = _Output(path, dry_run)
+            with output as out:
                 out.write(bom + header.text + (_new_cell(header, "status") if result.added_status_column else "")
                           + header.ending)
                 chunk: list[_Record] = []
@@ -102,7 +103,7 @@ def apply_statuses(path: Path, suppressions: Suppressions, *, dry_run: bool = Fa
                         _apply(chunk, out, suppressions, email_at, status_at, len(columns), result)
                         chunk = []
                 _apply(chunk, out, suppressions, email_at, status_at, len(columns), result)
-                out.commit = bool(result.changes) or result.added_status_column
+                output.commit = bool(result.changes) or result.added_status_column
         except UnicodeDecodeError as e:
             raise SubscriberListError(f"{path}: not UTF-8 ({e.reason}); save the list as UTF-8") from None
     result.written = not dry_run and (bool(result.changes) or result.added_status_column)
@@ -143,8 +144,8 @@ def _replaced(raw: str, cell: _Field, new: str) -> str:
 
 
 def _new_cell(record: _Record, value: str) -> str:
-    """A cell appended to a row: quoted like the row's last cell."""
-    quoted = bool(record.fields) and record.fields[-1].quoted
+    """A cell appended to a row: quoted only in a row whose every cell is quoted."""
+    quoted = bool(record.fields) and all(f.quoted for f in record.fields)
     return f',"{value}"' if quoted else f",{value}"
 
 
