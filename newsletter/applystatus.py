@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, TextIO, cast
 
 from .errors import SubscriberListError
 from .ledger import key_of
@@ -34,6 +34,7 @@ REASON_STATUS = {"unsubscribed": "unsubscribed", "bounced": "bounced", "invalid"
                  "complained": "complained", "manual": "unsubscribed"}
 CHUNK = 1000  # rows looked up in the suppressions at a time
 BOM = "\ufeff"
+_UNQUOTED = re.compile(r"[^,\r\n]*")
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class ApplyResult:
     written: bool = False  # False for a dry run, and when nothing changed
 
 
-@dataclass
+@dataclass(slots=True)
 class _Field:
     start: int  # offsets in the record's text, quotes included
     end: int
@@ -68,7 +69,7 @@ class _Field:
     quoted: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class _Record:
     line: int  # the line it starts on, as the subscriber list reports it
     text: str  # without its line ending
@@ -89,9 +90,10 @@ def apply_statuses(path: Path, suppressions: Suppressions, *, dry_run: bool = Fa
                 bom = ""
             records = _records(source)
             header = next(records)
-            result.added_status_column = "status" not in [c.strip() for c in columns]
-            status_at = len(columns) if result.added_status_column else [c.strip() for c in columns].index("status")
-            email_at = [c.strip() for c in columns].index("email")
+            result.added_status_column = "status" not in columns
+            # a column named twice: the last one counts, as in the subscriber list
+            status_at = len(columns) if result.added_status_column else _last(columns, "status")
+            email_at = _last(columns, "email")
             output = _Output(path, dry_run)
             with output as out:
                 out.write(bom + header.text + (_new_cell(header, "status") if result.added_status_column else "")
@@ -132,6 +134,10 @@ def _apply(chunk: list[_Record], out: TextIO, suppressions: Suppressions, email_
                 text = text[: cell.start] + _replaced(text[cell.start : cell.end], cell, new) + text[cell.end :]
                 result.changes.append(Change(r.line, r.fields[email_at].value.strip(), old, new, s))
         out.write(text + r.ending)
+
+
+def _last(columns: list[str], name: str) -> int:
+    return len(columns) - 1 - columns[::-1].index(name)
 
 
 def _replaced(raw: str, cell: _Field, new: str) -> str:
@@ -190,19 +196,16 @@ def _records(source: TextIO) -> Iterator[_Record]:
             yield _Record(start, body, ending, fields)
             continue
         text = line
-        while True:
-            more = None
-            parsed = _parse_quoted(text, at_end=False)
-            if parsed is None:
-                more = next(lines, None)
-                if more is None:  # the csv module takes the rest of the file as the open field
-                    parsed = _parse_quoted(text, at_end=True)
-            if parsed is not None:
-                fields, end = parsed
-                yield _Record(start, text[:end], text[end:], fields)
+        while (parsed := _parse_quoted(text, at_end=False)) is None:
+            more = next(lines, None)
+            if more is None:  # the csv module takes the rest of the file as the open field
+                parsed = _parse_quoted(text, at_end=True)
                 break
             line_no += 1
             text += more
+        assert parsed is not None
+        fields, end = parsed
+        yield _Record(start, text[:end], text[end:], fields)
 
 
 def _split_ending(line: str) -> tuple[str, str]:
@@ -239,9 +242,7 @@ def _parse_quoted(text: str, at_end: bool) -> tuple[list[_Field], int] | None:
                 i = j + 1
                 break
         # unquoted text, or text after a closing quote (Python's csv keeps it, as literal text)
-        j = i
-        while j < n and text[j] not in ",\r\n":
-            j += 1
+        j = _UNQUOTED.match(text, i).end()  # type: ignore[union-attr]  # (always matches)
         value.append(text[i:j])
         fields.append(_Field(start, j, "".join(value), quoted))
         if j < n and text[j] == ",":
@@ -262,9 +263,9 @@ class _Output:
         self._tmp: Path | None = None
         self._file: TextIO | None = None
 
-    def __enter__(self) -> TextIO:  # type: ignore[return]
+    def __enter__(self) -> TextIO:
         if self.dry_run:
-            return _Discard()
+            return cast(TextIO, _Discard())
         fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         self._tmp = Path(name)
         self._file = os.fdopen(fd, "w", encoding="utf-8", newline="")
