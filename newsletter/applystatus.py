@@ -8,8 +8,9 @@ the old list or the new one, never half of each.
 
 Reasons become statuses: unsubscribed -> unsubscribed, bounced and invalid -> bounced, complained ->
 complained, manual -> unsubscribed (the CSV has no "manual": it means "do not send", as unsubscribed
-does). Only rows that would still get mail (status subscribed or empty) change; a row that already
-has another status keeps it.
+does). Only the rows a send reads as readers who would still get mail change (valid, the first row of
+their address, status subscribed or empty); a row with another status keeps it, and rows a send skips
+(invalid, duplicates) are left as they are.
 """
 
 from __future__ import annotations
@@ -19,20 +20,21 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, cast
 
-from .errors import SubscriberListError
+from .errors import NewsletterError, SubscriberListError
 from .ledger import key_of
-from .subscribers import SubscriberList
+from .subscribers import Subscriber, SubscriberList
+from .suppressions import normalize_address
 
 if TYPE_CHECKING:
     from .suppressions import Suppression, Suppressions
 
 REASON_STATUS = {"unsubscribed": "unsubscribed", "bounced": "bounced", "invalid": "bounced",
                  "complained": "complained", "manual": "unsubscribed"}
-CHUNK = 1000  # rows looked up in the suppressions at a time
+CHUNK = 1000  # readers looked up in the suppressions at a time
 BOM = "\ufeff"
 _UNQUOTED = re.compile(r"[^,\r\n]*")
 
@@ -59,6 +61,9 @@ class ApplyResult:
     changes: list[Change] = field(default_factory=list)
     added_status_column: bool = False
     written: bool = False  # False for a dry run, and when nothing changed
+    # rows the list reader yields but that could not be found again, byte for byte (only after a
+    # row the reader skipped as unreadable): left alone, for the editor to set by hand
+    unmatched: list[Change] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -78,10 +83,19 @@ class _Record:
 
 
 def apply_statuses(path: Path, suppressions: Suppressions, *, dry_run: bool = False) -> ApplyResult:
-    """Set the status of each row of the list at `path` whose address is suppressed. Idempotent: a
-    second run finds nothing to change and leaves the file alone."""
-    columns = [c.lower() for c in SubscriberList(path).columns]  # the list's own checks: file, header
-    result = ApplyResult(path)
+    """Set the status of each reader of the list at `path` who is suppressed. Idempotent: a second
+    run finds nothing to change and leaves the file alone.
+
+    Two passes: the subscriber list's own reader says which rows are readers and who they are (as a
+    send reads them: valid, first row of an address, status subscribed); then the file is copied
+    with only those rows' status cells rewritten."""
+    listed = SubscriberList(path)  # the list's own checks: the file, its header
+    before = path.stat()  # the file both passes read: an edit after this is never overwritten
+    columns = [c.lower() for c in listed.columns]
+    targets = _targets(listed, suppressions)
+    result = ApplyResult(path, added_status_column="status" not in columns)
+    status_at = len(columns) if result.added_status_column else columns.index("status")
+    email_at = columns.index("email")
     with path.open("r", encoding="utf-8", newline="") as source:
         try:
             bom = source.read(1)
@@ -90,21 +104,14 @@ def apply_statuses(path: Path, suppressions: Suppressions, *, dry_run: bool = Fa
                 bom = ""
             records = _records(source)
             header = next(records)
-            result.added_status_column = "status" not in columns
-            # a column named twice: the last one counts, as in the subscriber list
-            status_at = len(columns) if result.added_status_column else _last(columns, "status")
-            email_at = _last(columns, "email")
-            output = _Output(path, dry_run)
+            output = _Output(path, dry_run, before)
             with output as out:
                 out.write(bom + header.text + (_new_cell(header, "status") if result.added_status_column else "")
                           + header.ending)
-                chunk: list[_Record] = []
                 for record in records:
-                    chunk.append(record)
-                    if len(chunk) == CHUNK:
-                        _apply(chunk, out, suppressions, email_at, status_at, len(columns), result)
-                        chunk = []
-                _apply(chunk, out, suppressions, email_at, status_at, len(columns), result)
+                    out.write(_rewritten(record, targets.pop(record.line, None), email_at, status_at,
+                                         len(columns), result) + record.ending)
+                result.unmatched += [change for _, change in sorted(targets.items())]
                 output.commit = bool(result.changes) or result.added_status_column
         except UnicodeDecodeError as e:
             raise SubscriberListError(f"{path}: not UTF-8 ({e.reason}); save the list as UTF-8") from None
@@ -112,32 +119,56 @@ def apply_statuses(path: Path, suppressions: Suppressions, *, dry_run: bool = Fa
     return result
 
 
-def _apply(chunk: list[_Record], out: TextIO, suppressions: Suppressions, email_at: int, status_at: int,
-           width: int, result: ApplyResult) -> None:
-    keys = {id(r): _key(r.fields[email_at].value) for r in chunk if len(r.fields) == width and _has_text(r)}
-    found = suppressions.find(set(keys.values()))
-    for r in chunk:
-        text = r.text
-        key = keys.get(id(r))
-        s = found.get(key) if key else None
-        if result.added_status_column:
-            if _has_text(r):
-                text += _new_cell(r, REASON_STATUS[s.reason] if s else "")
-                if s:
-                    result.changes.append(Change(r.line, r.fields[email_at].value.strip(), "",
-                                                 REASON_STATUS[s.reason], s))
-        elif s:
-            cell = r.fields[status_at]
-            old = cell.value.strip()
-            if old.lower() in ("", "subscribed"):
-                new = REASON_STATUS[s.reason]
-                text = text[: cell.start] + _replaced(text[cell.start : cell.end], cell, new) + text[cell.end :]
-                result.changes.append(Change(r.line, r.fields[email_at].value.strip(), old, new, s))
-        out.write(text + r.ending)
+def _targets(listed: SubscriberList, suppressions: Suppressions) -> dict[int, Change]:
+    """line -> the change due there, for each subscribed reader who is suppressed."""
+    targets: dict[int, Change] = {}
+    chunk: list[Subscriber] = []
+
+    def look_up() -> None:
+        found = suppressions.find({s.key for s in chunk})
+        for sub in chunk:
+            if (because := found.get(sub.key)) is not None:
+                targets[sub.line] = Change(sub.line, sub.email, "", REASON_STATUS[because.reason], because)
+        chunk.clear()
+
+    for sub in listed:
+        if sub.status == "subscribed":
+            chunk.append(sub)
+            if len(chunk) == CHUNK:
+                look_up()
+    look_up()
+    return targets
 
 
-def _last(columns: list[str], name: str) -> int:
-    return len(columns) - 1 - columns[::-1].index(name)
+def _rewritten(r: _Record, due: Change | None, email_at: int, status_at: int, width: int,
+               result: ApplyResult) -> str:
+    """The record's text with its status cell set (or, without a status column, appended)."""
+    if due is not None and not _same_reader(r, due, email_at, status_at, width, result.added_status_column):
+        result.unmatched.append(due)
+        due = None
+    if result.added_status_column:
+        if not _has_text(r):
+            return r.text  # a blank line stays blank
+        if due is not None:
+            result.changes.append(due)
+        return r.text + _new_cell(r, due.new if due else "")
+    if due is None:
+        return r.text
+    cell = r.fields[status_at]
+    result.changes.append(replace(due, old=cell.value.strip()))
+    return r.text[: cell.start] + _replaced(r.text[cell.start : cell.end], cell, due.new) + r.text[cell.end :]
+
+
+def _same_reader(r: _Record, due: Change, email_at: int, status_at: int, width: int, no_status: bool) -> bool:
+    """The record is the reader the list reader yielded on that line, still subscribed."""
+    if len(r.fields) != width:
+        return False
+    try:
+        email = normalize_address(r.fields[email_at].value)
+    except NewsletterError:
+        return False
+    return key_of(email) == key_of(due.email) and (
+        no_status or r.fields[status_at].value.strip().lower() in ("", "subscribed"))
 
 
 def _replaced(raw: str, cell: _Field, new: str) -> str:
@@ -158,21 +189,6 @@ def _new_cell(record: _Record, value: str) -> str:
 def _has_text(record: _Record) -> bool:
     """The rows the subscriber list skips as blank are left alone."""
     return any(f.value.strip() for f in record.fields)
-
-
-def _key(email: str) -> str:
-    """The send record's key for a cell, as the subscriber list computes it (validated, normalized,
-    case-folded); an address that does not validate is matched as written."""
-    email = email.strip()
-    if email.isascii() and "xn--" not in email.lower():
-        return key_of(email)  # what validation would give, ~40 µs sooner
-    from .suppressions import normalize_address
-    from .errors import NewsletterError
-
-    try:
-        return key_of(normalize_address(email))
-    except NewsletterError:
-        return key_of(email)
 
 
 # --- a CSV reader that knows where each field is ----------------------------------------------------
@@ -255,11 +271,11 @@ class _Output:
     """The new list, written to a temporary file beside the old one and renamed over it on commit
     (after fsync), keeping the old file's permissions; a dry run writes nothing."""
 
-    def __init__(self, path: Path, dry_run: bool):
+    def __init__(self, path: Path, dry_run: bool, before: os.stat_result):
         self.path = path
         self.dry_run = dry_run
         self.commit = False
-        self._before = path.stat()
+        self._before = before
         self._tmp: Path | None = None
         self._file: TextIO | None = None
 

@@ -576,6 +576,13 @@ def subscribers_apply(ctx: _Context, list_spec: str, dry_run: bool) -> None:
             + (" (dry run: nothing written)" if dry_run else ""), "green")
     else:
         say(f"nothing to change in {path}: no subscribed row is suppressed")
+    for change in result.unmatched:
+        say(f"{path}:{change.line}: {change.email}: suppressed ({change.because.reason}), but the row could "
+            "not be found again as the list reader read it (a row next to it cannot be read; see `newsletter "
+            f"send`'s dry run); left alone: fix the list, or set its status to {change.new} by hand",
+            "red", stderr=True)
+    if result.unmatched:
+        raise SystemExit(EXIT_INVALID)
 
 
 def main() -> None:

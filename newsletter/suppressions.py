@@ -205,18 +205,15 @@ def unsuppress(suppressions: Suppressions, email: str) -> Suppression | None:
 EXPORT_COLUMNS = ("email", "reason", "source", "created_at", "issue", "detail")
 
 
-def neutralize(cell: str) -> str:
-    """A cell a spreadsheet will not run as a formula: one starting with = + - @ tab or CR gets a
-    leading ' (OWASP's advice for CSV injection). Applies to addresses too (=x@example.com is valid)."""
-    return "'" + cell if cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
-
-
 def export_csv(suppressions: Suppressions, out: TextIO, reason: str | None = None) -> int:
-    """Write the suppression list as CSV (header + one row each, oldest first); returns the row count."""
+    """Write the suppression list as CSV (header + one row each, oldest first); returns the row count.
+    A cell a spreadsheet would run as a formula (=, +, -, @, tab, CR first) gets a leading '."""
+    from .providers.dry_run import csv_safe
+
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     n = 0
     for s in suppressions.all(reason):
-        writer.writerow([neutralize(getattr(s, c) or "") for c in EXPORT_COLUMNS])
+        writer.writerow([csv_safe(getattr(s, c) or "") for c in EXPORT_COLUMNS])
         n += 1
     return n
