@@ -165,6 +165,10 @@ def connect_postgres(url: str) -> Database:
         conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as e:
         raise ConfigError(f"cannot connect to the state store {where}: {str(e).strip()}") from None
+    # A sender that vanishes (power, network) must not hold its send lock for the OS default of
+    # ~2 hours: the server probes an idle connection after 30 s and drops it after 3 missed probes.
+    for setting, value in (("tcp_keepalives_idle", 30), ("tcp_keepalives_interval", 10), ("tcp_keepalives_count", 3)):
+        conn.execute(f"SET {setting} = {value}")
     db = Database(conn, "postgres", where)
     db.migrate()
     return db
