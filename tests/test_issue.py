@@ -75,8 +75,8 @@ def test_missing_required_fields_point_at_their_parent():
 
 def test_unquoted_yaml_special_characters_get_a_hint():
     found = problems(VALID.replace("body: Text", "body: ![chart](https://example.org/a.png)"))
-    assert found == ["issues/x.yaml:5: sections.0.body: must be text; quote it, or write Markdown as a `|` "
-                     "block on the next lines"]
+    assert found == ["issues/x.yaml:5: sections.0.body: must be text, not a YAML tag "
+                     "(![chart](https://example.org/…); quote it, or write Markdown as a `|` block on the next lines"]
 
 
 def test_empty_sections_is_an_error():
