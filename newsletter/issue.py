@@ -39,8 +39,11 @@ SAFE_MARKDOWN_SCHEMES = ("http://", "https://", "mailto:")
 # Each bounds the time and memory `check` spends on one file; each is far above what an issue needs
 # (the 13-section example is 15 KB, its longest text 732 characters, its Markdown 60 marks).
 # Gmail clips an email above ~102 KB of HTML, so nothing bigger can reach a reader whole anyway.
-MAX_FILE_BYTES = 1_000_000  # checked before reading: a 50 MB file took 103 s to reject
-MAX_YAML_NODES = 10_000  # keys, values and items; 100 full sections are ~5,000. ruamel parses ~30 k/s
+# ruamel.yaml is pure Python: ~3 µs a character for a long plain scalar, ~16 µs a comment line,
+# ~100 µs a value in flow style. These three bound its work to well under a second:
+MAX_FILE_BYTES = 256_000  # checked before reading (a 50 MB file took 103 s); 2.5x what Gmail shows
+MAX_FILE_LINES = 10_000  # the example has 150; 250,000 comment lines took 4 s
+MAX_YAML_NODES = 5_000  # keys, values and items; 100 sections with 3 links each are ~3,600
 MAX_YAML_DEPTH = 10  # an issue nests 5 deep (sections > 0 > links > 0 > url); 20,000 `[` overflowed
 MAX_SECTIONS = 100  # 100,000 sections took over 300 s
 MAX_LINE_CHARS = 1_000  # a one-line field: title, preheader, link label, alt text, caption
@@ -51,23 +54,25 @@ MAX_URL_CHARS = 2_000  # the longest URL that works everywhere
 MAX_MARKDOWN_CHARS = 100_000
 MAX_TEXT_CHARS = 100_000
 # markdown-it costs ~3 µs a character of prose but 25–85 µs for each `[`, emphasis mark or line
-# (200 KB of `![` took 12 s, and the renderer parses every text twice): the marks of the whole issue
-# are capped so that a check stays around a second. A long real issue has a few hundred.
-MAX_MARKUP = 5_000
+# (200 KB of `![` took 12 s), and a check parses every text three times (here, then the HTML and the
+# text part): the marks of the whole issue are capped so that a check stays around a second even for
+# 2,000 list items. The 13-section example has 57; 100 sections like its would have ~450.
+MAX_MARKUP = 2_000
 MARKUP_CHARS = "[*_~\n"
 MAX_PROBLEMS = 100  # reported per file; a file with more is not the file you meant
 
 _LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines() splits on
 # Unicode category Cc (C0, DEL, C1) plus Zl and Zp (U+2028, U+2029): none belongs in a mail header
-_NOT_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# (and lone surrogates, which a "\uD800" escape can make and no encoder can write)
+_NOT_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 # Markdown may hold line breaks and tabs, but no other C0 or C1 control
-_NOT_MARKDOWN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_NOT_MARKDOWN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 # characters the YAML reader refuses (ruamel's Reader.NON_PRINTABLE), found here with their line
 _NOT_YAML = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _CHAR_NAMES = {0: "NUL", 0x1b: "ESC", 0x7f: "DEL", 0x85: "NEL", 0x2028: "line separator",
                0x2029: "paragraph separator", 0xFEFF: "byte order mark"}
 # a plain scalar this long that looks like a number: int() refuses over 4,300 digits with ValueError
-_LONG_NUMBER = re.compile(r"[-+]?(0[xob])?[0-9a-f_.:]+(e[-+]?[0-9]+)?", re.IGNORECASE)
+_LONG_NUMBER = re.compile(r"[-+]?(0x[0-9a-f_]+|0o[0-7_]+|0b[01_]+|[0-9_.:]+(e[-+]?[0-9]+)?)", re.IGNORECASE)
 MARKDOWN_FIELDS = ("intro", "outro", "body")
 
 # The renderer's Markdown, but keeping every link: markdown-it's own check drops javascript: links
@@ -78,7 +83,8 @@ _md.validateLink = lambda url: True
 
 def _char(c: str) -> str:
     cp = ord(c)
-    name = _CHAR_NAMES.get(cp) or ("a line break" if c in _LINE_BREAKS else "a control character")
+    name = _CHAR_NAMES.get(cp) or ("a line break" if c in _LINE_BREAKS else
+                                   "not a character" if 0xD800 <= cp < 0xE000 or cp > 0xFFFD else "a control character")
     return f"U+{cp:04X} ({name})"
 
 
@@ -104,25 +110,25 @@ class Finding:
 def _line_findings(v: str, *, merge_fields: bool = False, limit: int = MAX_LINE_CHARS) -> list[Finding]:
     """One-line fields: no line breaks or control characters (header injection), bounded length."""
     if len(v) > limit:
-        return [Finding(0, f"is {len(v):,} characters; at most {limit:,} on one line")]
+        return [Finding(None, f"is {len(v):,} characters; at most {limit:,} on one line")]
     found = []
     if m := _NOT_ONE_LINE.search(v.strip(" \t\r\n")):
         c = m.group()
         if c in _LINE_BREAKS:
-            found.append(Finding(0, f"must be one line (a line break in a mail header is header injection): "
+            found.append(Finding(None, f"must be one line (a line break in a mail header is header injection): "
                                     f"{_char(c)} inside the text"))
         else:
-            found.append(Finding(0, f"{_char(c)} is not allowed in one-line text (it can inject mail headers "
+            found.append(Finding(None, f"{_char(c)} is not allowed in one-line text (it can inject mail headers "
                                     "or break the layout); delete it"))
     if merge_fields:
-        found += [Finding(0, message) for _, message in merge.field_problems(v)]
+        found += [Finding(None, message) for _, message in merge.field_problems(v)]
     return found
 
 
 def _markdown_text_findings(v: str) -> list[Finding]:
     """Markdown fields, before any Markdown is parsed: length, control characters, merge fields."""
     if len(v) > MAX_MARKDOWN_CHARS:
-        return [Finding(0, f"is {len(v):,} characters; at most {MAX_MARKDOWN_CHARS:,} (an email is clipped by "
+        return [Finding(None, f"is {len(v):,} characters; at most {MAX_MARKDOWN_CHARS:,} (an email is clipped by "
                            "Gmail at ~102 KB anyway): shorten it, or link to the full text")]
     found = []
     if m := _NOT_MARKDOWN.search(v):
@@ -522,6 +528,9 @@ def _file_problems(text: str, path: Path | str) -> list[Problem]:
     """What must be refused before YAML sees the text: its size, and characters YAML cannot read."""
     if len(text) > MAX_FILE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
         return [_too_big(path)]
+    if (lines := text.count("\n")) > MAX_FILE_LINES:
+        return [Problem(path, MAX_FILE_LINES + 1, "", f"the file has {lines:,} lines; at most {MAX_FILE_LINES:,} "
+                                                      "(the 13-section example has 150): is this the right file?")]
     found: list[Problem] = []
     last_line = 0
     for m in _NOT_YAML.finditer(text):
@@ -569,23 +578,21 @@ def text_findings(data: Mapping[str, Any]) -> list[tuple[Loc, Finding]]:
         if kind != "markdown":
             found += [(loc, f) for f in _line_findings(value, merge_fields=kind == "merge")]
             continue
-        own = _markdown_text_findings(value)
-        found += [(loc, f) for f in own]
+        found += [(loc, f) for f in _markdown_text_findings(value)]
         if len(value) > MAX_MARKDOWN_CHARS:
             continue  # reported above, once is enough
         chars += len(value)
         marks += sum(value.count(c) for c in MARKUP_CHARS)
         if not over_budget and chars > MAX_TEXT_CHARS:
             over_budget = True
-            found.append((loc, Finding(0, f"the issue's Markdown is over {MAX_TEXT_CHARS:,} characters by here; an "
-                                          "email that long is clipped by Gmail: shorten it or split the issue")))
+            found.append((loc, Finding(None, f"the issue's Markdown is over {MAX_TEXT_CHARS:,} characters by here; an "
+                                             "email that long is clipped by Gmail: shorten it or split the issue")))
         elif not over_budget and marks > MAX_MARKUP:
             over_budget = True
-            found.append((loc, Finding(0, f"the issue's Markdown has over {MAX_MARKUP:,} marks ([, *, _, ~ and "
+            found.append((loc, Finding(None, f"the issue's Markdown has over {MAX_MARKUP:,} marks ([, *, _, ~ and "
                                           "line breaks) by here; a long issue has a few hundred: is this text "
-                                          "meant to be Markdown?")))
-        if not own:
-            markdown.append((loc, value))
+                                             "meant to be Markdown?")))
+        markdown.append((loc, value))
     if not over_budget:  # parsing Markdown is the costly part: only within the budget
         for loc, value in markdown:
             found += [(loc, f) for f in markdown_findings(value)]
@@ -623,7 +630,10 @@ def parse_issue(text: str, path: Path | str, *, default_language: str = "en") ->
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else 1
-        raise IssueError(_finish(guarded() + [Problem(path, line, "yaml", f"{e.problem or e}; fix the YAML syntax")])) from None
+        found = guarded()
+        if not any(p.line == line for p in found):  # e.g. `<<: *base` fails once its alias is gone
+            found.append(Problem(path, line, "yaml", f"{e.problem or e}; fix the YAML syntax"))
+        raise IssueError(_finish(found)) from None
     except YAMLError as e:
         raise IssueError(_finish(guarded() + [Problem(path, 1, "yaml", f"{e}; fix the YAML syntax")])) from None
     if not isinstance(root, CommentedMap):
