@@ -37,7 +37,7 @@ SAFE_MARKDOWN_SCHEMES = ("http://", "https://", "mailto:")
 
 # --- limits -------------------------------------------------------------------------------------------
 # Each bounds the time and memory `check` spends on one file; each is far above what an issue needs
-# (the 13-section example is 15 KB, its longest text 732 characters, its Markdown 60 marks).
+# (the 13-section example is 15 KB, its longest text 732 characters, its Markdown 53 marks).
 # Gmail clips an email above ~102 KB of HTML, so nothing bigger can reach a reader whole anyway.
 # ruamel.yaml is pure Python: ~3 µs a character for a long plain scalar, ~16 µs a comment line,
 # ~100 µs a value in flow style. These three bound its work to well under a second:
@@ -57,7 +57,7 @@ MAX_TEXT_CHARS = 100_000
 # (200 KB of `![` took 12 s), and a check parses every text three times (here, then the HTML and the
 # text part); each code span, link or emphasis also becomes an element that premailer styles inline
 # (49,000 code spans made 3.9 MB of HTML). So the marks of the whole issue are capped: a check stays
-# around a second even for 2,000 list items. The 13-section example has 57; 100 sections like its ~450.
+# around a second even for 2,000 list items. The 13-section example has 53; 100 sections like its ~400.
 MAX_MARKUP = 2_000
 MARKUP_CHARS = "[*_~`<&\n"
 MAX_PROBLEMS = 100  # reported per file; a file with more is not the file you meant
@@ -99,8 +99,9 @@ def _cut(value: str, width: int = 60) -> str:
 class Finding:
     """A problem inside one text field.
 
-    `line` counts lines inside the text (0 = its first line); `invalid` findings make the file fail to
-    load, the others are pre-send checks (checks.check_issue reports them for a valid issue)."""
+    `line` counts lines inside the text (0 = its first line; None = the field as a whole, reported at its
+    key); `invalid` findings make the file fail to load, the others are pre-send checks
+    (checks.check_issue reports them for a valid issue)."""
 
     line: int | None
     message: str
@@ -188,18 +189,27 @@ def _raise_first(found: list[Finding]) -> None:
         raise ValueError(found[0].message)
 
 
-def _one_line(v: str) -> str:
+# The validators below also run for an explicit `preheader: null` on optional fields: None passes.
+
+
+def _one_line(v: str | None) -> str | None:
+    if v is None:
+        return v
     _raise_first(_line_findings(v))
     return v.strip()
 
 
-def _with_merge_fields(v: str) -> str:
+def _with_merge_fields(v: str | None) -> str | None:
+    if v is None:
+        return v
     _raise_first(_line_findings(v, merge_fields=True))
-    return v
+    return v.strip()
 
 
-def _markdown(v: str) -> str:
+def _markdown(v: str | None) -> str | None:
     """Markdown fields: links and images are checked by parse_issue and check_issue, with their lines."""
+    if v is None:
+        return v
     _raise_first(_markdown_text_findings(v))
     return v
 
@@ -284,14 +294,11 @@ class Issue(_Model):
     @field_validator("subject", mode="before")
     @classmethod
     def _subject(cls, v: Any) -> Any:
-        return _with_merge_fields(v).strip() if isinstance(v, str) else v
+        return _with_merge_fields(v) if isinstance(v, str) else v
 
     _preheader = field_validator("preheader")(_one_line)
 
-    @field_validator("title")
-    @classmethod
-    def _title(cls, v: str) -> str:
-        return _with_merge_fields(v).strip()
+    _title = field_validator("title")(_with_merge_fields)
 
     _prose = field_validator("intro", "outro")(_markdown)
 
@@ -591,7 +598,7 @@ def text_findings(data: Mapping[str, Any]) -> list[tuple[Loc, Finding]]:
         elif not over_budget and marks > MAX_MARKUP:
             over_budget = True
             found.append((loc, Finding(None, f"the issue's Markdown has over {MAX_MARKUP:,} marks ([ * _ ~ ` < & and "
-                                          "line breaks) by here; a long issue has a few hundred: is this text "
+                                             "line breaks) by here; a long issue has a few hundred: is this text "
                                              "meant to be Markdown?")))
         markdown.append((loc, value))
     if not over_budget:  # parsing Markdown is the costly part: only within the budget
@@ -623,7 +630,10 @@ def parse_issue(text: str, path: Path | str, *, default_language: str = "en") ->
     yaml.Constructor = _Constructor
     yaml.Parser = _GuardedParser
     yaml.issue_guard = guard  # type: ignore[attr-defined]  # read by _GuardedParser
-    guarded = lambda: [Problem(path, line, _field(loc), message) for loc, line, message in guard.found]  # noqa: E731
+
+    def guarded() -> list[Problem]:
+        return [Problem(path, line, _field(loc), message) for loc, line, message in guard.found]
+
     try:
         root = yaml.load(text)
     except _Refused:

@@ -140,3 +140,11 @@ def test_example_issue_is_valid_and_complete():
     assert len(issue.sections) == 13
     assert issue.outro and "P.S." in issue.outro
     assert all(s.image.alt for s in issue.sections if s.image)
+
+
+def test_explicit_nulls_in_optional_fields_are_accepted():
+    # `preheader: null` was an internal error (the one-line validator called None.strip())
+    issue = parse_issue(VALID.replace("sections:", "preheader: null\ntitle:\nintro: null\nsections:")
+                        + "    image: {src: 'https://example.org/a.png', alt: A chart, caption: null}\n", "x.yaml")
+    assert issue.preheader is None and issue.title is None and issue.intro is None
+    assert issue.sections[0].image.caption is None
