@@ -79,7 +79,7 @@ MARKDOWN_FIELDS = ("intro", "outro", "body")
 # The renderer's Markdown, but keeping every link: markdown-it's own check drops javascript: links
 # silently, and only some spellings of them; here each one becomes an error with its line.
 _md = MarkdownIt("commonmark", {"html": False}).enable("table").enable("strikethrough")
-_md.validateLink = lambda url: True
+_md.validateLink = lambda url: True  # type: ignore[method-assign]
 
 
 def _char(c: str) -> str:
@@ -253,10 +253,10 @@ class Image(_Model):
     @field_validator("alt")
     @classmethod
     def _alt(cls, v: str) -> str:
-        v = _one_line(v)
-        if not v:
+        alt = _one_line(v)
+        if not alt:
             raise ValueError("alt text is required: describe the picture for readers who cannot see it")
-        return v
+        return alt
 
 
 class Section(_Model):
@@ -456,11 +456,12 @@ class _Guard:
         if event.anchor is not None:
             self._anchor(loc, line)
             event.anchor = None
-        if event.ctag is not None:
+        tagged: Any = event  # scalar and collection-start events carry a tag
+        if tagged.ctag is not None:
             # a leading ! makes YAML read a tag, e.g. `body: ![chart](...)`
-            self.found.append((loc, line, f"must be text, not a YAML tag ({_cut(str(event.ctag), 30)}); quote "
+            self.found.append((loc, line, f"must be text, not a YAML tag ({_cut(str(tagged.ctag), 30)}); quote "
                                           "it, or write Markdown as a `|` block on the next lines"))
-            event.ctag = None
+            tagged.ctag = None
         if isinstance(event, ScalarEvent):
             if event.style is None and len(event.value) > 1000 and _LONG_NUMBER.fullmatch(event.value):
                 self.found.append((loc, line, "a number this long cannot be right; quote it if it is text"))

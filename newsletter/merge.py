@@ -129,7 +129,7 @@ def _shape(expr: str) -> _Shape:
         raise MergeFieldError(f"merge field {shown} is nested too deeply; write subscriber.<column>") from None
     if len(body) != 1 or not isinstance(body[0], nodes.Output) or len(body[0].nodes) != 1:
         raise MergeFieldError(f"merge field {shown}: write one expression, e.g. {EXAMPLE}")
-    node = body[0].nodes[0]
+    node: Any = body[0].nodes[0]
     filters: list[tuple[str, tuple[Any, ...]]] = []
     while isinstance(node, nodes.Filter):
         if node.name not in ALLOWED_FILTERS:
