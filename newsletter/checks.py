@@ -6,7 +6,8 @@ from pathlib import Path
 
 from .config import Settings
 from .errors import Problem
-from .issue import MARKDOWN_FIELDS, Issue, markdown_findings
+from .issue import MARKDOWN_FIELDS, markdown_findings
+from .issue import Issue
 from .render import SAMPLE_SUBSCRIBER, Rendered
 
 # Gmail clips messages whose HTML is above ~102 KB, hiding the footer and the unsubscribe link.
