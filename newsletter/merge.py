@@ -246,11 +246,5 @@ class Filler:
         return "".join(out)
 
 
-@lru_cache(maxsize=16)
-def filler(text: str) -> Filler:
-    """The Filler for `text`, split once: the issue's render and each send's envelope share it."""
-    return Filler(text)
-
-
 def token(slot: int, html: bool) -> str:
     return f"NLMF{slot}{'H' if html else 'T'}"

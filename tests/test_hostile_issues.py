@@ -309,9 +309,6 @@ def test_safe_links_images_and_the_markup_budget_pass(project, check_here):
     assert "warning:" not in run.output
 
 
-@pytest.mark.xfail(strict=True, reason="render._MD_LINK, r'\\[([^\\]]*)\\]\\((\\S+?)\\)', rescans from every [ to the "
-                   "next ]: quadratic (2.4 s of this check, 8.8 s for 40,000 [). render.py is not this branch's file; "
-                   r"r'\[([^\[\]\n]*)\]\((\S+?)\)' is linear (1 ms)")
 def test_far_apart_brackets_within_the_limits_are_checked_fast(project, check_here):
     run = check_here(project.write_issue(_body("[" * 1_990 + "w" * 95_000 + "]")))  # within every limit
     assert "Traceback" not in run.output and "internal error" not in run.output
