@@ -101,7 +101,7 @@ def neutral(text: str | None) -> str:
     """`text` with each merge field as a reader without fields sees it (defaults shown)."""
     if not text:
         return ""
-    return merge.FIELD_RE.sub(lambda m: merge.compile_field(m.group(1).strip()).evaluate({}), text)
+    return merge.tokenize(text, lambda expr: merge.compile_field(expr).evaluate({}))
 
 
 def _href(from_page: str, to: str) -> str:

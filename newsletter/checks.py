@@ -6,7 +6,8 @@ from pathlib import Path
 
 from .config import Settings
 from .errors import Problem
-from .issue import MARKDOWN_FIELDS, Issue, markdown_findings
+from .issue import Issue
+from .issuetext import MARKDOWN_FIELDS, markdown_findings
 from .message import Rendered
 from .personalize import html_size
 

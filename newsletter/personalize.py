@@ -12,7 +12,7 @@ from .message import Envelope, Personalization, Rendered
 from .subscribers import Subscriber
 from .tokens import unsubscribe_token, verify_unsubscribe_token
 
-__all__ = ["ASM_UNSUBSCRIBE", "Personalizer", "unsubscribe_token", "verify_unsubscribe_token"]  # tokens: re-exported
+__all__ = ["Personalizer", "sample_message", "html_size", "unsubscribe_token", "verify_unsubscribe_token"]  # tokens: re-exported
 
 # The reader every preview shows (render, check, preview, the HTML size): no name, so that
 # `default(...)` fallbacks show. Its unsubscribe token is signed with a fixed key: it has the length

@@ -27,7 +27,8 @@ import pytest
 from newsletter import merge
 from newsletter.cli import main
 from newsletter.errors import IssueError
-from newsletter.issue import MAX_FILE_BYTES, MAX_MARKDOWN_CHARS, load_issue, parse_issue
+from newsletter.issue import load_issue, parse_issue
+from newsletter.issuetext import MAX_FILE_BYTES, MAX_MARKDOWN_CHARS
 
 CORPUS = Path(__file__).parent / "corpus" / "issues"
 CASES = sorted(CORPUS.glob("*.yaml"))
