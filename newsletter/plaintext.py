@@ -3,7 +3,8 @@
 Lines are filled to WIDTH columns, counted as a terminal or a monospaced mail client shows them: an
 East Asian wide character or an emoji takes two columns, a combining mark or a joiner none. A word
 longer than a line (a URL, most often) gets a line of its own and is never broken. No Markdown is
-left in: emphasis, code and strikethrough marks go, tables become aligned columns (or one
+left in: emphasis and code marks go, struck-through text goes with its marks (the HTML shows it
+as no longer true), headings in prose get a dotted rule, tables become aligned columns (or one
 "header: value" line per cell when they do not fit), links become `label (URL)`.
 """
 
@@ -78,7 +79,8 @@ def _pieces(text: str) -> list[tuple[str, bool]]:
 
 def wrap(text: str, columns: int = WIDTH, indent: str = "", first: str | None = None) -> str:
     """Fill `text` to `columns`: each line starts with `indent` (the first with `first`, when
-    given); hard line breaks are kept; nothing is broken inside a word or a URL."""
+    given); hard line breaks are kept; nothing is broken inside a word or a URL. Code blocks are
+    not passed through here: they keep their lines as written."""
     lines = []
     lead = indent if first is None else first
     for paragraph in text.split("\n"):
@@ -121,7 +123,8 @@ class TextRenderer:
         if kind in ("paragraph", "heading"):
             text = wrap(self.inline(node.children[0]) if node.children else "", columns)
             if kind == "heading" and text:
-                text += "\n" + "~" * max(width(line) for line in text.split("\n"))
+                # a dotted rule: "=" and "-" are the template's title and section headings
+                text += "\n" + "·" * max(width(line) for line in text.split("\n"))
             return text
         if kind in ("bullet_list", "ordered_list"):
             return self._list(node, columns)
@@ -175,7 +178,7 @@ class TextRenderer:
         # too wide for a line: one "header: value" line per cell, a blank line between rows
         records = []
         for r in body:
-            records.append("\n".join(wrap(f"{h}: {v}", columns, indent="  ") for h, v in zip(header, r)))
+            records.append("\n".join(wrap(f"{h}: {v}", columns, indent="  ", first="") for h, v in zip(header, r)))
         return "\n\n".join(records)
 
     def inline(self, node: SyntaxTreeNode) -> str:
