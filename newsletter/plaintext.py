@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable
+from functools import lru_cache
 
 from markdown_it.token import Token
 from markdown_it.tree import SyntaxTreeNode
@@ -21,8 +22,13 @@ WIDTH = 76  # columns; leaves room for a "> " when a reader quotes it in a reply
 _ZERO_WIDTH = {"\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\ufe0e", "\ufe0f"}
 _SKIN_TONES = range(0x1F3FB, 0x1F400)
 _URL = re.compile(r"(https?://|mailto:|www\.)", re.IGNORECASE)
+# Fast paths: text made only of these is one column a character (Latin, Greek, Cyrillic and the
+# usual punctuation, without their combining marks); CJK is looked for only where this may occur.
+_NARROW = re.compile(r"[\x20-\x7e\xa0-\xac\xae-\u02ff\u0370-\u0482\u048a-\u052f\u2010-\u2027\u2030-\u205e]*")
+_MAYBE_CJK = re.compile(r"[\u1100-\u115f\u2e80-\ua4cf\ua960-\ua97f\uac00-\ud7a3\uf900-\ufaff\uff00-\uff60\U00016fe0-\U0001b2ff\U00020000-\U0003fffd]")
 
 
+@lru_cache(maxsize=4096)
 def char_width(ch: str) -> int:
     """Columns one character takes: 0, 1 or 2."""
     if ch in _ZERO_WIDTH or ord(ch) in _SKIN_TONES or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
@@ -35,6 +41,8 @@ def char_width(ch: str) -> int:
 def width(text: str) -> int:
     """Display width of a line: wide characters and emoji count 2, and a ZWJ sequence or a
     character with the emoji variation selector counts as the one glyph it shows."""
+    if _NARROW.fullmatch(text):
+        return len(text)
     total, previous = 0, ""
     for ch in text:
         if previous == "\u200d":
@@ -48,6 +56,7 @@ def width(text: str) -> int:
     return total
 
 
+@lru_cache(maxsize=4096)
 def _cjk(ch: str) -> bool:
     """A wide letter (Han, kana, Hangul): lines may break next to it without a space."""
     return char_width(ch) == 2 and unicodedata.category(ch).startswith("L")
@@ -60,7 +69,7 @@ def _pieces(text: str) -> list[tuple[str, bool]]:
     for word in text.split(" "):
         if not word:
             continue
-        if _URL.search(word) or not any(_cjk(c) for c in word):
+        if not _MAYBE_CJK.search(word) or _URL.search(word):
             out.append((word, True))
             continue
         chunk, first, wide_before = "", True, False

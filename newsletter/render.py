@@ -31,6 +31,7 @@ from .templating import TemplateSet
 # non-joiner and a no-break space per step (clients collapse plain spaces), as characters, not
 # entities (7 bytes a step instead of 18).
 PREHEADER_FILLER = "\u034f\u200c\u00a0" * 90
+_HTML_TOKEN = re.compile(r"NLMF(\d+)H")  # merge.token(n, html=True)
 
 
 class _Slots:
@@ -74,11 +75,15 @@ class Renderer:
 
     def _prose(self, source: str | None, slots: _Slots, level: int = 2) -> tuple[str, str]:
         """Markdown with merge fields -> (HTML with H tokens, text with T tokens). Its headings
-        start at <h{level}> (`#` is h{level}), below the headings the template puts above it."""
+        start at <h{level}> (`#` is h{level}), below the headings the template puts above it.
+        Parsed once for both parts: the tokens differ only in their last letter."""
         if not source:
             return "", ""
-        html = self.markdown.render(slots.tokenizer(True)(source), {"heading_level": level})
-        return html, self.markdown_to_text(slots.tokenizer(False)(source))
+        env = {"heading_level": level}
+        tokens = self.markdown.parse(slots.tokenizer(True)(source), env)
+        html = self.markdown.renderer.render(tokens, self.markdown.options, env)
+        text = _HTML_TOKEN.sub(lambda m: merge.token(int(m.group(1)), False), self.text.render(tokens))
+        return html, text
 
     def context(self, issue: Issue, stem: str, slots: _Slots) -> dict[str, object]:
         """The variables every template receives (README: "Writing a template")."""
@@ -145,8 +150,10 @@ def _markdown() -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": False, "linkify": True})
     md.enable(["table", "strikethrough", "linkify"])
     # only what starts with http(s):// or is an email address: no "setup.py" made a link
-    md.linkify.set({"fuzzy_link": False})
-    md.linkify.add("ftp:", None).add("//", None)  # issue links are http(s) or mailto only
+    linkify = md.linkify
+    assert linkify is not None  # linkify-it-py, a dependency
+    linkify.set({"fuzzy_link": False})
+    linkify.add("ftp:", None).add("//", None)  # issue links are http(s) or mailto only
 
     def heading(self: RendererHTML, tokens: list[Token], idx: int, options: OptionsDict, env: EnvType) -> str:
         token = tokens[idx]
