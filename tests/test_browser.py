@@ -170,7 +170,7 @@ def contrast_report() -> Iterator[None]:
     screenshots."""
     yield
     if LOWEST:
-        report = "".join(f"{s}: {r:.2f}:1 ({t!r})\n" for s, (r, t) in sorted(LOWEST.items()))
+        report = "".join(f"{s}: {r:.2f}:1, {where}\n" for s, (r, where) in sorted(LOWEST.items()))
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         (SCREENSHOTS / "contrast.txt").write_text(report, encoding="utf-8")
         print("\nlowest text contrast\n" + report)
@@ -208,7 +208,8 @@ def test_layout_and_contrast(browser: Browser, email: Email, viewport: str, sche
         failing = [t for t in texts if t["ratio"] < t["needed"]]
         assert not failing, f"below WCAG AA in the {scheme} scheme: {failing[:5]}"
         lowest = min(texts, key=lambda t: t["ratio"])
-        LOWEST[scheme] = min(LOWEST.get(scheme, (21.0, "")), (lowest["ratio"], lowest["text"]))
+        where = f"{lowest['text']!r} in {email.name} at {width}px"
+        LOWEST[scheme] = min(LOWEST.get(scheme, (21.0, "")), (lowest["ratio"], where))
         # the scheme really applies: light text on a dark page, or dark on light
         h1 = next(t for t in texts if t["tag"] == "H1")
         page_dark = contrast(parse_rgb(h1["background"]), "#000000") < 2
