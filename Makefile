@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast tools browser bench lint clean
+.PHONY: demo test test-fast tools browser postgres bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,13 +29,19 @@ browser:
 	  { if [ "$$(id -u)" = 0 ]; then apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }; \
 	    else echo "Chromium is missing: sudo apt-get install chromium (browser tests are skipped without it)"; fi; }
 
-## test: the whole suite (browser, Prism and MailDev tests included)
-test: $(STAMP) tools browser
+## postgres: Debian's PostgreSQL server for the state-store tests (needs root; skipped tests otherwise)
+postgres:
+	@test -x /usr/lib/postgresql/15/bin/initdb || \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get install -y postgresql || { apt-get update && apt-get install -y postgresql; }; \
+	    else echo "PostgreSQL is missing: sudo apt-get install postgresql (its tests are skipped without it)"; fi; }
+
+## test: the whole suite (browser, PostgreSQL, Prism and MailDev tests included)
+test: $(STAMP) tools browser postgres
 	$(BIN)/python -m pytest
 
 ## test-fast: the suite without the external tools
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not browser and not prism and not maildev"
+	$(BIN)/python -m pytest -m "not browser and not prism and not maildev and not postgres"
 
 ## bench: render and send benchmarks (print figures; see bench/)
 bench: $(STAMP) tools

@@ -63,7 +63,7 @@ MAILMERGE_HINT = ("python3 -m venv .tools/mailmerge-venv && "
 RATIO_TARGET = 1 / 20  # ours / mailmerge, per recipient, dry run
 RSS_GROWTH_TARGET = 1.5  # peak RSS 1M / 100k
 RSS_LIMIT_MB = 200.0  # peak RSS at 1M
-SECRET = "bench-secret-not-for-production"
+SECRET = "bench-secret-not-for-production-0123456789"
 
 try:
     import newsletter  # noqa: F401

@@ -28,9 +28,11 @@ _EXPORTS = {
     "sample_message": "personalize", "html_size": "personalize",
     "Subscriber": "subscribers", "SubscriberList": "subscribers",
     "Campaign": "campaign", "Plan": "campaign", "SendReport": "dispatch", "StopFlag": "dispatch",
-    "SendRecord": "ledger", "SQLiteRecord": "ledger", "ReadOnlyRecord": "ledger", "NoRecord": "ledger",
+    "SendRecord": "ledger", "DeliveryRecord": "ledger", "NoRecord": "ledger",
+    "Store": "store", "open_store": "store", "Suppressions": "suppressions", "Suppression": "suppressions",
     "Provider": "providers", "ProviderSpec": "providers",
     "init_project": "scaffold",
+    "compat_report": "compat", "CompatReport": "compat", "build_archive": "archive", "Archive": "archive",
     "NewsletterError": "errors", "ConfigError": "errors", "IssueError": "errors",
     "SubscriberListError": "errors", "UsageError": "errors", "Problem": "errors",
 }
@@ -45,12 +47,16 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from .archive import Archive, build_archive
     from .campaign import Campaign, Plan
+    from .compat import CompatReport, compat_report
     from .config import Settings, find_config, load_settings
     from .dispatch import SendReport, StopFlag
     from .errors import ConfigError, IssueError, NewsletterError, Problem, SubscriberListError, UsageError
     from .issue import Issue, load_issue, parse_issue
-    from .ledger import NoRecord, ReadOnlyRecord, SendRecord, SQLiteRecord
+    from .ledger import DeliveryRecord, NoRecord, SendRecord
+    from .store import Store, open_store
+    from .suppressions import Suppression, Suppressions
     from .message import BatchResult, Envelope, Personalization, Rendered
     from .personalize import html_size, sample_message
     from .pipeline import Prepared, prepare, write_rendered

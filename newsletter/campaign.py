@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Settings
+from .config import MAKE_SECRET, Settings
 from .dispatch import Dispatcher, RetryPolicy, Selection, SendReport, StopFlag
 from .errors import ConfigError, IssueError, Problem, UsageError
-from .ledger import NoRecord, ReadOnlyRecord, SQLiteRecord
+from .ledger import NoRecord
 from .merge import referenced_columns
 from .personalize import Personalizer, html_size
 from .pipeline import Prepared, write_rendered
@@ -64,8 +64,9 @@ class Campaign:
         return self.prepared.rendered.stem
 
     def subscribers(self) -> SubscriberList:
-        """A fresh stream over the list (each pass re-reads the file)."""
-        return SubscriberList(self.list_path)
+        """A fresh stream over the list (each pass re-reads the file), validated for what this
+        provider can deliver (non-ASCII local parts need SMTPUTF8: SendGrid refuses them)."""
+        return SubscriberList(self.list_path, allow_utf8_local=self.provider_spec.utf8_local_parts)
 
     def _check_merge_columns(self) -> None:
         """A merge field naming a column the list lacks would be blank for every reader: refuse."""
@@ -84,8 +85,8 @@ class Campaign:
         if self.throwaway_secret and self.settings.unsubscribe_url and "{token}" in self.settings.unsubscribe_url:
             raise ConfigError(
                 "NEWSLETTER_SECRET is not set: unsubscribe links are signed with it, and your "
-                "unsubscribe endpoint verifies them with the same key; export NEWSLETTER_SECRET=... "
-                "(keep it stable across sends)"
+                "unsubscribe endpoint verifies them with the same key; make one with "
+                f"{MAKE_SECRET}, export NEWSLETTER_SECRET=... and keep it stable across sends"
             )
 
     def provider(self) -> Provider:
@@ -115,8 +116,9 @@ class Campaign:
         """How many readers a real send would hand to the provider now; reads, never writes."""
         subscribers = self.subscribers()
         report = self.new_report("plan", self.provider_name)
-        with ReadOnlyRecord(self.settings.state_dir, self.stem) as record:
-            select = Selection(record, report, limit, resend_unknown)
+        with self.settings.open_store(create=False) as store:
+            select = Selection(store.read_record(self.stem), report, limit, resend_unknown,
+                               store.suppressions.reasons)
             recipients = sum(1 for _ in select(iter(subscribers)))
         report.take_list(subscribers)
         return Plan(recipients, -(-recipients // self.batch_size), report)
@@ -126,9 +128,9 @@ class Campaign:
         files, the rendered parts, a report); nothing is sent and nothing recorded."""
         write_rendered(self.prepared, self.settings, self.outbox)
         report = self.new_report("dry-run", self.provider_name)
-        with ReadOnlyRecord(self.settings.state_dir, self.stem) as record:
-            Dispatcher(self.personalizer(), DryRunProvider(self.outbox, samples), record, report,
-                       limit=limit).run(self.subscribers())
+        with self.settings.open_store(create=False) as store:
+            Dispatcher(self.personalizer(), DryRunProvider(self.outbox, samples), store.read_record(self.stem),
+                       report, limit=limit, suppressed=store.suppressions.reasons).run(self.subscribers())
         # what the real provider would make of it: the dry run itself hands over nothing
         report.batches = -(-report.sent // self.batch_size)
         report.requests = 0
@@ -142,11 +144,11 @@ class Campaign:
         """The real send: every subscribed reader who has not had this issue, exactly once."""
         self.require_secret()
         provider = provider or self.provider()
-        with SQLiteRecord(self.settings.state_dir, self.stem) as record:
+        with self.settings.open_store() as store, store.send_record(self.stem) as record:
             report = self.new_report("send", provider.name)
             Dispatcher(self.personalizer(), provider, record, report, retry=retry or self.retry_policy(),
                        stop=stop or StopFlag(), limit=limit, resend_unknown=resend_unknown,
-                       on_progress=on_progress).run(self.subscribers())
+                       on_progress=on_progress, suppressed=store.suppressions.reasons).run(self.subscribers())
         self.save(report)
         return report
 

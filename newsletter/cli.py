@@ -6,6 +6,7 @@ Exit codes: 0 done; 1 invalid input or failed checks; 2 usage; 3 incomplete send
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -167,10 +168,17 @@ def init(directory: Path, templates: bool) -> None:
 
 @cli.command()
 @click.argument("issue", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--strict", is_flag=True,
+              help="Also fail (exit 1) on an email-client feature beyond MJML's own markup that a client in "
+                   "[check] clients does not support (graceful ones aside).")
+@click.option("--verbose", "-v", is_flag=True, help="Show each compatibility finding, where it is, and notes.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the compatibility report to FILE: .json (everything) or .md (a table).")
 @click.pass_obj
-def check(ctx: _Context, issue: Path) -> None:
-    """Validate ISSUE and run the pre-send checks (exit 1 on any error)."""
-    from .personalize import html_size
+def check(ctx: _Context, issue: Path, strict: bool, verbose: bool, report_path: Path | None) -> None:
+    """Validate ISSUE and run the pre-send checks (exit 1 on any error), with a compatibility report."""
+    from .compat import compat_report
+    from .personalize import html_size, sample_message
 
     prepared = ctx.prepare(issue)
     _print_problems(prepared.problems)
@@ -178,9 +186,27 @@ def check(ctx: _Context, issue: Path) -> None:
     size = html_size(prepared.rendered, ctx.settings)
     summary = (f"{issue}: {_plural(len(prepared.issue.sections), 'section')}, HTML {size:,} bytes, "
                f"{_plural(n_err, 'error')}, {_plural(n_warn, 'warning')}")
-    if n_err:
-        say(f"✗ {summary}", "red", stderr=True, bold=True)
+    compat = compat_report(sample_message(prepared.rendered, ctx.settings)[1], ctx.settings.check.clients,
+                           mjml=prepared.rendered.mjml, accept=ctx.settings.check.accept)
+    for line in compat.summary() + (compat.details() if verbose else []):
+        say(line)
+    if report_path:
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(compat.to_markdown() if report_path.suffix.lower() == ".md" else
+                               json.dumps(compat.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
+        say(f"wrote {report_path}")
+    failed = strict and compat.failures
+    if failed:
+        for f in compat.failures:
+            say(f"{issue}: {f.title} is not supported by "
+                f"{', '.join(c.name for c in compat.clients if f.level(c) == 'n')} ({f.url}); "
+                "change the template or the issue, or list it in [check] accept", "red", stderr=True)
+    if n_err or failed:
+        say(f"✗ {summary}" + (f", {_plural(len(compat.failures), 'unsupported feature')} (--strict)"
+                              if failed else ""), "red", stderr=True, bold=True)
         raise SystemExit(EXIT_INVALID)
+    if not verbose and compat.problems():
+        say("details: newsletter check --verbose, or --report FILE.md / FILE.json")
     say(f"✓ {summary}", "green")
 
 
@@ -200,6 +226,30 @@ def render(ctx: _Context, issue: Path, out_dir: Path) -> None:
     if prepared.errors:
         _print_problems(prepared.errors)
         say("rendered, but `newsletter check` reports errors: fix them before sending", "red", stderr=True)
+
+
+@cli.command()
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder for the site (default: site/ beside newsletter.toml).")
+@click.option("--drafts", is_flag=True, help="Also issues not sent yet, marked as drafts (for a preview).")
+@click.pass_obj
+def archive(ctx: _Context, out_dir: Path | None, drafts: bool) -> None:
+    """Build the web archive: a page per sent issue, an index and an Atom feed, for any static host."""
+    import time
+
+    from .archive import build_archive
+
+    start = time.perf_counter()
+    site = build_archive(ctx.settings, out_dir, drafts=drafts)
+    took = time.perf_counter() - start
+    pages = len(site.issues)
+    say(f"wrote {site.out}/: {_plural(pages, 'issue page')}, index.html, feed.xml in {took:.1f} s")
+    for path in site.removed:
+        say(f"removed {path} (no longer published)", "yellow")
+    if site.left_out:
+        say(f"left out, not sent yet: {', '.join(site.left_out)} (add --drafts to preview them)", "yellow")
+    say(f"Publish the folder at {site.url} on any static host: the emails' view-in-browser links point there",
+        "green")
 
 
 @cli.command()
@@ -352,6 +402,8 @@ def _print_report(report: SendReport, campaign: Campaign) -> None:
     t.add_row("skipped by status", f"{sum(report.skipped_by_status.values()):,}", skipped)
     t.add_row("invalid rows", f"{len(report.invalid):,}", "listed above" if report.invalid else "")
     t.add_row("duplicates", f"{len(report.duplicates):,}", "listed above" if report.duplicates else "")
+    t.add_row("suppressed", f"{sum(report.suppressed.values()):,}",
+              ", ".join(f"{k} {v}" for k, v in sorted(report.suppressed.items())) or "none")
     t.add_row("already sent", f"{report.already_sent:,}", "in an earlier run")
     if report.left_for_later:
         t.add_row("left for later", f"{report.left_for_later:,}", "--limit or interrupted: run again to go on")

@@ -69,6 +69,7 @@ class SendReport:
     skipped_by_status: dict[str, int] = field(default_factory=dict)
     invalid: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    suppressed: dict[str, int] = field(default_factory=dict)  # reason -> readers skipped
     already_sent: int = 0
     unknown: list[str] = field(default_factory=list)  # in flight in an earlier run, no answer recorded
     left_for_later: int = 0  # beyond --limit, or not reached after Ctrl-C
@@ -103,22 +104,29 @@ class SendReport:
 
 @dataclass
 class Selection:
-    """Who is waiting for the issue: subscribed readers the send record has no answer for.
-    Counts the rest into the report; used by the send loop and by the count before a send."""
+    """Who is waiting for the issue: subscribed readers who are not suppressed and whom the send
+    record has no answer for. Counts the rest into the report; used by the send loop and by the
+    count before a send."""
 
     record: SendRecord
     report: SendReport
     limit: int | None = None
     resend_unknown: bool = False
+    suppressed: Callable[[list[str]], dict[str, str]] = lambda keys: {}  # key -> reason
     taken: int = 0
 
     def __call__(self, subscribers: Iterator[Subscriber]) -> Iterator[Subscriber]:
         subscribed = (s for s in subscribers if s.status == "subscribed")
-        while chunk := list(islice(subscribed, 500)):  # one record look-up per 500 readers
-            states = self.record.states(s.key for s in chunk)
+        while chunk := list(islice(subscribed, 500)):  # one store look-up per 500 readers
+            keys = [s.key for s in chunk]
+            states = self.record.states(keys)
+            suppressed = self.suppressed(keys)
             for sub in chunk:
                 state = states.get(sub.key)
-                if state == SENT:
+                if sub.key in suppressed:  # left the list since the CSV was written: never mail them
+                    reason = suppressed[sub.key]
+                    self.report.suppressed[reason] = self.report.suppressed.get(reason, 0) + 1
+                elif state == SENT:
                     self.report.already_sent += 1
                 elif state == IN_FLIGHT and not self.resend_unknown:
                     self.report.unknown.append(sub.email)
@@ -141,6 +149,7 @@ class Dispatcher:
     resend_unknown: bool = False
     on_progress: Callable[[int], None] = lambda n: None
     sleep: Callable[[float], None] = time.sleep
+    suppressed: Callable[[list[str]], dict[str, str]] = lambda keys: {}  # see Selection
 
     def __post_init__(self) -> None:
         self.envelope = self.personalizer.envelope()
@@ -148,7 +157,8 @@ class Dispatcher:
 
     def run(self, subscribers: SubscriberList) -> SendReport:
         """Send to every subscribed reader of the list who has not had this issue yet."""
-        todo = Selection(self.record, self.report, self.limit, self.resend_unknown)(iter(subscribers))
+        todo = Selection(self.record, self.report, self.limit, self.resend_unknown,
+                         self.suppressed)(iter(subscribers))
         try:
             while not self.stop.requested and (chunk := list(islice(todo, self.provider.max_batch))):
                 self.send_batch([self.personalizer(s) for s in chunk])

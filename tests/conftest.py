@@ -15,6 +15,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from click.testing import CliRunner
 
+import pg_server
 from smtp_server import CountingController, Recorder, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -155,6 +156,25 @@ def serve():
     yield start
     for controller in started:
         controller.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """One throwaway PostgreSQL cluster for the session (see pg_server.py)."""
+    if not pg_server.available():
+        pytest.skip(f"PostgreSQL not found in {pg_server.PG_BIN}: apt-get install postgresql")
+    cluster = pg_server.PostgresCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request) -> str | None:
+    """Run a test against both state stores: None (SQLite in the state folder) or a fresh
+    PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("pg_cluster").new_database()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

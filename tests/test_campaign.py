@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SMALL_ISSUE, Project
-from newsletter import Campaign, ReadOnlyRecord, SQLiteRecord, StopFlag, load_settings, prepare
+from newsletter import Campaign, StopFlag, load_settings, open_store, prepare
 from newsletter.dispatch import Dispatcher, RetryPolicy, SendReport
 from newsletter.errors import ConfigError
 from newsletter.ledger import IN_FLIGHT, SENT
@@ -85,7 +85,7 @@ def test_unsubscribe_mechanism_comes_from_the_provider(project: Project) -> None
 
 def run_loop(c: Campaign, provider: Scripted, state_dir: Path, **kwargs: object) -> SendReport:
     report = SendReport(c.stem, str(c.list_path), provider.name, "send")
-    with SQLiteRecord(state_dir, c.stem) as record:
+    with open_store(state_dir) as store, store.send_record(c.stem) as record:
         Dispatcher(c.personalizer(), provider, record, report, retry=RetryPolicy(attempts=3, backoff=0),
                    sleep=lambda s: None, **kwargs).run(c.subscribers())
     return report
@@ -100,8 +100,8 @@ def test_loop_records_each_answer_and_never_retries_an_unknown(project: Project,
     assert provider.handed.count("r3@example.com") == 3  # transient: retried up to the attempts
     assert report.sent == 2 and list(report.failed) == ["r2@example.com"] and list(report.unsent) == ["r3@example.com"]
     assert report.unknown == ["r1@example.com"] and not report.complete
-    with ReadOnlyRecord(tmp_path, c.stem) as record:
-        states = record.states(f"r{i}@example.com" for i in range(5))
+    with open_store(tmp_path) as store:
+        states = store.read_record(c.stem).states(f"r{i}@example.com" for i in range(5))
     assert states["r0@example.com"] == SENT and states["r1@example.com"] == IN_FLIGHT
 
     again = Scripted()

@@ -34,7 +34,7 @@ from newsletter.personalize import verify_unsubscribe_token
 pytestmark = pytest.mark.maildev
 
 MAILDEV = REPO / ".tools" / "node_modules" / ".bin" / "maildev"
-SECRET = "x"
+SECRET = "preview-inbox-test-secret-0123456789abcdef"
 EDITOR = "editor@example.org"
 ISSUE = "issues/2021-03.yaml"
 SUBJECT = YAML(typ="safe").load(EXAMPLE.read_text(encoding="utf-8"))["subject"]

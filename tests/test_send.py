@@ -22,7 +22,7 @@ from conftest import SMALL_ISSUE, Project, run_cli
 from newsletter.personalize import verify_unsubscribe_token
 from smtp_server import Recorder
 
-SECRET = "test-secret-key"
+SECRET = "test-secret-key-that-is-long-enough-0123456789"
 
 
 def readers(n: int) -> str:
@@ -276,8 +276,10 @@ def test_ctrl_c_finishes_the_batch_records_it_and_resumes(project, serve):
 
 def test_two_sends_of_one_issue_cannot_run_at_once(project, serve):
     from newsletter.errors import NewsletterError
-    from newsletter.ledger import SQLiteRecord
+    from newsletter.store import open_store
 
-    with SQLiteRecord(project.root / ".newsletter", "2021-03"):
-        with pytest.raises(NewsletterError, match="another `newsletter send` of 2021-03 is running"):
-            SQLiteRecord(project.root / ".newsletter", "2021-03")
+    with open_store(project.root / ".newsletter") as one, one.send_record("2021-03"):
+        with open_store(project.root / ".newsletter") as two:
+            with pytest.raises(NewsletterError, match="another `newsletter send` of 2021-03 is running"):
+                two.send_record("2021-03")
+            two.send_record("2021-04").close()  # another issue is free

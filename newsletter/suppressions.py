@@ -1,0 +1,111 @@
+"""Who must not get mail any more, and why: unsubscribes, bounces, complaints, invalid and manual
+suppressions, kept in the state store beside the send record. Every send (the dry run included; test
+sends to the preview inbox excluded) skips a suppressed address before any provider sees it.
+
+Also the provider's events (delivered, open, click, ...), de-duplicated on the provider's event id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from .ledger import key_of
+from .store.db import Database, now
+
+REASONS = ("unsubscribed", "bounced", "complained", "invalid", "manual")
+SOURCES = ("link", "one-click", "webhook", "sendgrid-sync", "cli")
+
+
+@dataclass(frozen=True)
+class Suppression:
+    email: str
+    reason: str
+    source: str
+    created_at: str
+    issue: str | None = None
+    detail: str | None = None
+
+
+class Suppressions:
+    """The suppression list of one state store."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def add(self, email: str, reason: str, source: str, *, issue: str | None = None,
+            detail: str | None = None, at: str | None = None) -> bool:
+        """Suppress `email`; True if it was not suppressed yet. Idempotent: the first reason stays
+        (a reader who unsubscribed and later bounced is still an unsubscribe)."""
+        if reason not in REASONS:
+            raise ValueError(f"reason {reason!r}: use one of {', '.join(REASONS)}")
+        if source not in SOURCES:
+            raise ValueError(f"source {source!r}: use one of {', '.join(SOURCES)}")
+        with self.db.transaction():
+            inserted = self.db.execute(
+                """INSERT INTO suppressions (email_key, email, reason, source, issue, detail, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (email_key) DO NOTHING RETURNING email_key""",
+                (key_of(email), email, reason, source, issue, detail, at or now()))
+        return bool(inserted)
+
+    def remove(self, email: str) -> bool:
+        """Lift a suppression (the reader asked to come back); True if there was one."""
+        with self.db.transaction():
+            removed = self.db.execute("DELETE FROM suppressions WHERE email_key = ? RETURNING email_key",
+                                      (key_of(email),))
+        return bool(removed)
+
+    def reasons(self, keys: Iterable[str]) -> dict[str, str]:
+        """key -> reason for each of `keys` (send-record keys) that is suppressed."""
+        keys = list(keys)
+        found: dict[str, str] = {}
+        for i in range(0, len(keys), 900):
+            chunk = keys[i : i + 900]
+            marks = ",".join("?" * len(chunk))
+            found.update(self.db.execute(
+                f"SELECT email_key, reason FROM suppressions WHERE email_key IN ({marks})", chunk))
+        return found
+
+    def get(self, email: str) -> Suppression | None:
+        rows = self.db.execute(
+            "SELECT email, reason, source, created_at, issue, detail FROM suppressions WHERE email_key = ?",
+            (key_of(email),))
+        return Suppression(*rows[0]) if rows else None
+
+    def __iter__(self) -> Iterator[Suppression]:
+        rows = self.db.execute(
+            "SELECT email, reason, source, created_at, issue, detail FROM suppressions ORDER BY created_at, email")
+        return (Suppression(*r) for r in rows)
+
+    def count(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT reason, count(*) FROM suppressions GROUP BY reason"))
+
+
+class Events:
+    """Provider events, each kept once (a webhook may deliver the same event twice)."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def add(self, event_id: str, provider: str, kind: str, email: str | None, issue: str | None,
+            occurred_at: str | None) -> bool:
+        """Keep one event; False if this event id was already kept."""
+        with self.db.transaction():
+            inserted = self.db.execute(
+                """INSERT INTO events (event_id, provider, kind, email_key, issue, occurred_at, received_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING RETURNING event_id""",
+                (event_id, provider, kind, key_of(email) if email else None, issue, occurred_at, now()))
+        return bool(inserted)
+
+    def counts(self, issue: str) -> dict[str, int]:
+        """kind -> how many events of that kind an issue has had (delivered, open, click, ...)."""
+        return dict(self.db.execute("SELECT kind, count(*) FROM events WHERE issue = ? GROUP BY kind", (issue,)))
+
+    def cursor(self, name: str) -> str | None:
+        rows = self.db.execute("SELECT value FROM sync_state WHERE name = ?", (name,))
+        return rows[0][0] if rows else None
+
+    def set_cursor(self, name: str, value: str) -> None:
+        with self.db.transaction():
+            self.db.execute("""INSERT INTO sync_state (name, value) VALUES (?, ?)
+                               ON CONFLICT (name) DO UPDATE SET value = excluded.value""", (name, value))

@@ -1,0 +1,132 @@
+"""The state store, the same tests on SQLite and on a real PostgreSQL server: the send record,
+suppressions, events, the lock between two sends, and the migration of a 0.1 send record."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import SMALL_ISSUE, Project
+from newsletter import Campaign, load_settings, open_store, prepare
+from newsletter.errors import NewsletterError
+from newsletter.ledger import IN_FLIGHT, SENT
+from newsletter.message import BatchResult, Personalization
+from newsletter.store.migrations import LATEST
+from smtp_server import Recorder
+
+SECRET = "store-test-secret-0123456789abcdef"
+
+
+def person(email: str) -> Personalization:
+    return Personalization(email, "", ("u",), ("u",))
+
+
+def test_send_record_round_trip(tmp_path: Path, database_url: str | None) -> None:
+    with open_store(tmp_path, database_url) as store, store.send_record("2021-03") as record:
+        record.mark_in_flight("b1", "smtp", [person("a@example.com"), person("B@example.com")])
+        record.record(BatchResult(sent={"a@example.com": "id-1"}, unknown={"B@example.com": "lost"}))
+        assert record.states(["a@example.com", "b@example.com", "c@example.com"]) == {
+            "a@example.com": SENT, "b@example.com": IN_FLIGHT}
+    with open_store(tmp_path, database_url) as store:
+        assert store.read_record("2021-03").states(["a@example.com"]) == {"a@example.com": SENT}
+        assert store.read_record("2021-04").states(["a@example.com"]) == {}
+        assert store.read_record("x").sent_issues() == ["2021-03"]
+
+
+def test_two_sends_of_one_issue_exclude_each_other(tmp_path: Path, database_url: str | None) -> None:
+    with open_store(tmp_path, database_url) as one, open_store(tmp_path, database_url) as two:
+        with one.send_record("2021-03"):
+            with pytest.raises(NewsletterError, match="another `newsletter send` of 2021-03 is running"):
+                two.send_record("2021-03")
+            two.send_record("2021-04").close()  # another issue is free
+        two.send_record("2021-03").close()  # free again once the first send ended
+
+
+def test_suppressions_keep_the_first_reason_and_can_be_lifted(tmp_path: Path, database_url: str | None) -> None:
+    with open_store(tmp_path, database_url) as store:
+        s = store.suppressions
+        assert s.add("Ann@Example.com", "unsubscribed", "one-click", issue="2021-03")
+        assert not s.add("ann@example.com", "bounced", "webhook")  # idempotent; the first reason stays
+        assert s.reasons(["ann@example.com", "bob@example.com"]) == {"ann@example.com": "unsubscribed"}
+        got = s.get("ANN@example.com")
+        assert got and got.source == "one-click" and got.issue == "2021-03"
+        assert s.count() == {"unsubscribed": 1}
+        assert s.remove("ann@example.com") and not s.remove("ann@example.com")
+        assert list(s) == []
+        with pytest.raises(ValueError, match="reason"):
+            s.add("x@example.com", "bored", "cli")
+
+
+def test_events_are_kept_once(tmp_path: Path, database_url: str | None) -> None:
+    with open_store(tmp_path, database_url) as store:
+        e = store.events
+        assert e.add("ev-1", "sendgrid", "delivered", "a@example.com", "2021-03", "2021-03-31T10:00:00+00:00")
+        assert not e.add("ev-1", "sendgrid", "delivered", "a@example.com", "2021-03", None)
+        assert e.add("ev-2", "sendgrid", "open", "a@example.com", "2021-03", None)
+        assert e.counts("2021-03") == {"delivered": 1, "open": 1}
+        assert e.cursor("sendgrid:bounces") is None
+        e.set_cursor("sendgrid:bounces", "1617184800")
+        e.set_cursor("sendgrid:bounces", "1617271200")
+        assert e.cursor("sendgrid:bounces") == "1617271200"
+
+
+def test_a_send_skips_suppressed_readers_and_counts_them(project: Project, serve, database_url: str | None) -> None:
+    handler = Recorder()
+    env = {"NEWSLETTER_SECRET": SECRET, "NEWSLETTER_SMTP_PORT": str(serve(handler))}
+    if database_url:
+        env["NEWSLETTER_DATABASE_URL"] = database_url
+    project.write_issue(SMALL_ISSUE, "2021-03.yaml")
+    project.write_list("email,name\n" + "".join(f"r{i}@example.com,R{i}\n" for i in range(4)))
+    settings = load_settings(project.root / "newsletter.toml", env=env)
+    with settings.open_store() as store:
+        store.suppressions.add("r1@example.com", "bounced", "webhook")
+        store.suppressions.add("R2@example.com", "unsubscribed", "link")
+    campaign = Campaign(prepare(project.root / "issues" / "2021-03.yaml", settings), settings, "readers")
+    plan = campaign.plan()
+    assert plan.recipients == 2 and plan.report.suppressed == {"bounced": 1, "unsubscribed": 1}
+    assert campaign.dry_run().suppressed == {"bounced": 1, "unsubscribed": 1}
+    report = campaign.send()
+    assert report.sent == 2 and report.suppressed == {"bounced": 1, "unsubscribed": 1}
+    assert sorted(rcpt for _, rcpts, _, _ in handler.messages for rcpt in rcpts) == ["r0@example.com", "r3@example.com"]
+
+
+def test_a_send_record_from_0_1_is_migrated_in_place(tmp_path: Path) -> None:
+    # the schema 0.1 wrote, and one row of it: it must survive, and the new tables appear
+    path = tmp_path / "sends.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE deliveries (issue TEXT NOT NULL, email_key TEXT NOT NULL, email TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('in_flight', 'sent', 'failed', 'retry')),
+            attempts INTEGER NOT NULL DEFAULT 0, batch TEXT, provider TEXT, answer TEXT,
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (issue, email_key)) WITHOUT ROWID;
+        INSERT INTO deliveries VALUES ('2021-03', 'ann@example.com', 'Ann@example.com', 'sent', 1, 'b', 'smtp',
+            '<id@x>', '2021-03-31T10:00:00+00:00', '2021-03-31T10:00:00+00:00');
+    """)
+    db.close()
+    with open_store(tmp_path) as store:
+        assert store.db.version() == LATEST
+        assert store.read_record("2021-03").states(["ann@example.com"]) == {"ann@example.com": SENT}
+        assert store.suppressions.add("bob@example.com", "manual", "cli")
+    with open_store(tmp_path) as store:  # opening again changes nothing
+        assert store.db.version() == LATEST
+        assert store.suppressions.reasons(["bob@example.com"]) == {"bob@example.com": "manual"}
+
+
+def test_dry_run_creates_no_store(project: Project) -> None:
+    project.write_issue(SMALL_ISSUE, "2021-03.yaml")
+    project.write_list("email\nr@example.com\n")
+    settings = load_settings(project.root / "newsletter.toml", env={})
+    campaign = Campaign(prepare(project.root / "issues" / "2021-03.yaml", settings), settings, "readers")
+    assert campaign.plan().recipients == 1
+    assert not (project.root / ".newsletter").exists()
+
+
+def test_database_url_must_be_postgres_and_stays_out_of_files(project: Project) -> None:
+    with pytest.raises(NewsletterError, match="NEWSLETTER_DATABASE_URL: database_url: must be a PostgreSQL URL"):
+        load_settings(project.root / "newsletter.toml", env={"NEWSLETTER_DATABASE_URL": "mysql://x"})
+    cfg = project.root / "newsletter.toml"
+    cfg.write_text(cfg.read_text().replace("[newsletter]\n", '[newsletter]\ndatabase_url = "postgresql://u:p@h/d"\n'))
+    with pytest.raises(NewsletterError, match="secrets are read only from the environment"):
+        load_settings(cfg, env={})
