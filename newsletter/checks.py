@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .colors import AA, WHITE, contrast, palette
 from .config import Settings
 from .errors import Problem
 from .issue import Issue
@@ -50,6 +51,14 @@ def check_issue(issue: Issue, path: Path, settings: Settings, rendered: Rendered
     if settings.brand.logo and not settings.brand.logo.startswith("https://"):
         found.append(Problem(cfg, settings.line_of("logo"), "brand.logo",
                              "logo is not https: many mail clients block it"))
+    brand, dark = settings.brand, palette(settings.brand)["dark"]
+    for key, color, grounds in (("color", brand.color, (WHITE, brand.background)),
+                                ("dark_color", brand.dark_color, (dark["background"], dark["surface"]))):
+        worst = min(contrast(color, g) for g in grounds) if color else AA
+        if worst < AA:
+            found.append(Problem(cfg, settings.line_of(key), f"brand.{key}", f"{color} reaches {worst:.1f}:1 "
+                                 f"on {' and '.join(grounds)}; links need 4.5:1 (WCAG AA) to be read: pick "
+                                 f"a {'darker' if key == 'color' else 'lighter'} shade", "warning"))
     if not settings.postal_address:
         found.append(Problem(cfg, settings.line_of("postal_address"), "postal_address", "no postal address: bulk mail must carry "
                              "the sender's postal address (CAN-SPAM); set postal_address", "error"))

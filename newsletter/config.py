@@ -42,14 +42,17 @@ class _Section(BaseModel):
 
 
 class Brand(_Section):
-    color: str = "#1f6feb"
+    color: str = "#0969da"  # links and accents; 5.2:1 on white (WCAG AA asks 4.5:1)
     background: str = "#f4f5f7"
     logo: str | None = None
+    # dark mode (clients that honour prefers-color-scheme); unset: derived, see colors.palette()
+    dark_color: str | None = None
+    dark_background: str | None = None
 
-    @field_validator("color", "background")
+    @field_validator("color", "background", "dark_color", "dark_background")
     @classmethod
-    def _hex(cls, v: str) -> str:
-        if not re.fullmatch(r"#[0-9a-fA-F]{3}([0-9a-fA-F]{3})?", v):
+    def _hex(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"#[0-9a-fA-F]{3}([0-9a-fA-F]{3})?", v):
             raise ValueError("use a hex colour like #1f6feb")
         return v
 

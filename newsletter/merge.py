@@ -228,7 +228,7 @@ class Filler:
     """A string with placeholder tokens, split once so that filling it is one join.
 
     Tokens look like NLMF<n>H (value HTML-escaped) or NLMF<n>T (value raw): letters and digits only,
-    so Markdown, MJML, premailer and html2text all pass them through untouched.
+    so Markdown, MJML, premailer and the text part all pass them through untouched.
     """
 
     TOKEN_RE = re.compile(r"NLMF(\d+)[HT]")
