@@ -125,7 +125,9 @@ class Studio:
                     seen[p] = (st.st_mtime_ns, st.st_size)
                 except OSError:
                     seen[p] = None
-                if self._mtimes.get(p, "new") != seen[p]:
+                # a path watched only since the last render (its folder came with newsletter.toml)
+                # is new, not changed; a file added to a folder changes the folder
+                if (p in self._mtimes or not self._mtimes) and self._mtimes.get(p) != seen[p]:
                     changed.add(kind)
         self._mtimes = seen
         return changed

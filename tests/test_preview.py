@@ -167,3 +167,38 @@ def test_page_follows_edits_without_reloading_and_sends_a_test(preview: Running)
             assert preview.handler.messages[0][2]["Subject"].startswith("[TEST] Hello Ann Lee")
         finally:
             browser.close()
+
+
+def test_a_template_or_label_change_re_renders(project: Project) -> None:
+    issue = project.write_issue(SMALL_ISSUE)
+    studio = Studio(issue, project.root / "newsletter.toml", env={})
+    assert studio.refresh() and studio.current.ok
+    assert not studio.refresh()  # nothing changed: nothing rendered
+    templates = project.root / "templates"
+    templates.mkdir()
+    (templates / "labels.toml").write_text('[en]\nunsubscribe = "Leave this list now"\n', encoding="utf-8")
+    assert studio.refresh()
+    assert "Leave this list now" in studio.state()["html"]
+    (project.root / "newsletter.toml").write_text("[newsletter\n", encoding="utf-8")  # broken TOML
+    assert studio.refresh() and not studio.current.ok
+    state = studio.state()
+    assert "newsletter.toml" in state["problems"][0]["text"] and "Leave this list now" in state["html"]
+
+
+def test_link_and_spam_checks_are_offered_only_when_their_module_exists(monkeypatch, project: Project) -> None:
+    import sys
+    import types
+
+    from newsletter import studio as studio_module
+
+    monkeypatch.setitem(sys.modules, "newsletter.linkcheck", None)  # absent: import fails
+    monkeypatch.setitem(sys.modules, "newsletter.spamscore", None)
+    assert studio_module.hooks() == []
+    fake = types.ModuleType("newsletter.linkcheck")
+    fake.check_links = lambda prepared, settings: [f"{prepared.path.name}: 5 links, all answer"]  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "newsletter.linkcheck", fake)
+    studio = Studio(project.write_issue(SMALL_ISSUE), project.root / "newsletter.toml", env={})
+    studio.refresh()
+    assert studio.state()["hooks"] == [{"key": "links", "label": "check links"}]
+    assert studio.run_hook("links") == {"ok": True, "lines": ["issue.yaml: 5 links, all answer"]}
+    assert studio.run_hook("spam")["ok"] is False
