@@ -94,7 +94,7 @@ def node_mjml(mjml: str, n: int) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".mjml", delete=False, encoding="utf-8") as f:
         f.write(mjml)
     out = subprocess.run(["node", "-e", NODE_SCRIPT, str(NODE_MJML), f.name, str(n)], capture_output=True,
-                         text=True, timeout=600)
+                         text=True, timeout=600, check=False)
     if out.returncode:
         print(f"npm mjml in process: failed: {out.stderr.strip()[:300]}")
         return

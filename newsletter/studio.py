@@ -275,7 +275,7 @@ class Studio:
             return {"ok": False, "lines": ["not available"]}
         try:
             result = fn(prepared, self.settings)
-        except Exception as e:  # another module's bug must not take the preview down
+        except Exception as e:  # noqa: BLE001  another module's bug must not take the preview down
             return {"ok": False, "lines": [f"{type(e).__name__}: {e}"]}
         items = result if isinstance(result, (list, tuple)) else [result]
         return {"ok": True, "lines": [str(x) for x in items] or ["nothing found"]}

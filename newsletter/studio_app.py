@@ -10,9 +10,16 @@ import html
 import json
 import secrets
 from collections.abc import AsyncIterator
+
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -51,9 +58,8 @@ class Guard:
                                                           else None)
         if not token or not secrets.compare_digest(token, self.studio.token):
             return "refused: missing or wrong preview token"
-        if request.method not in ("GET", "HEAD"):
-            if request.headers.get("origin") != f"http://{host}":
-                return "refused: a request that changes something must come from this page (Origin)"
+        if request.method not in ("GET", "HEAD") and request.headers.get("origin") != f"http://{host}":
+            return "refused: a request that changes something must come from this page (Origin)"
         return None
 
 

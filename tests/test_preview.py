@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import SMALL_ISSUE, Project
-from newsletter.studio import Studio, free_port, make_server
 from smtp_server import Recorder
+
+from newsletter.studio import Studio, free_port, make_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
