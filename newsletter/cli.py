@@ -585,6 +585,9 @@ def subscribers_apply(ctx: _Context, list_spec: str, dry_run: bool) -> None:
         raise SystemExit(EXIT_INVALID)
 
 
+cli.add_command(__import__("newsletter.cli_preview", fromlist=["preview"]).preview)
+
+
 def main() -> None:
     """Console-script entry point."""
     # pydantic looks for plugins through importlib.metadata on first use (~14 ms a start); this
