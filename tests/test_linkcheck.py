@@ -218,6 +218,7 @@ def test_cli_check_links(project, links_issue, cli, server):
     assert "/missing" not in r.output
     r = cli("check", "issues/links.yaml", "--links", cwd=project.root)
     assert r.code == 1, r.output
-    assert f"issues/links.yaml:9: intro: link {server}/missing: HTTP 404; fix or remove the link" in r.err
-    assert "links: 8 URLs checked" in r.out
+    assert f"issues/links.yaml:7: intro: link {server}/missing: HTTP 404; fix or remove the link" in r.err
+    assert "links: 9 URLs checked in " in r.out and ", 6 broken" in r.out
+    assert "6 errors, 4 warnings" in r.err
     assert (project.root / ".newsletter" / "linkcheck.json").is_file()
