@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urljoin
 
+from . import merge
 from .config import Settings
 from .errors import Problem
 from .issue import Issue
 from .issuetext import MARKDOWN_FIELDS, _md, shorten
-from . import merge
 
 TIMEOUT = 10.0  # seconds for each request (connect, and each read)
 CONCURRENCY = 8  # requests at a time
@@ -233,6 +233,7 @@ def issue_urls(issue: Issue, path: Path | str, settings: Settings, stem: str | N
     """Every URL a reader can follow or load, with its place: sections' links and images, the Markdown's
     links and images, the brand logo and the view-online link."""
     places: list[Place] = []
+    loc: tuple[str | int, ...]
     for i, s in enumerate(issue.sections):
         for j, link in enumerate(s.links):
             loc = ("sections", i, "links", j, "url")
@@ -310,7 +311,8 @@ def check_links(issue: Issue, path: Path | str, settings: Settings, *, timeout: 
     results: dict[str, LinkResult] = {}
     missing = []
     for url in todo:
-        if cache is not None and (hit := cache.get(url)) is not None:
+        hit = cache.get(url) if cache is not None else None
+        if hit is not None:
             results[url] = hit
         else:
             missing.append(url)
@@ -318,10 +320,10 @@ def check_links(issue: Issue, path: Path | str, settings: Settings, *, timeout: 
         client = _client(timeout, concurrency)
         try:
             with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(missing)))) as pool:
-                for r in pool.map(lambda u: fetch_status(u, timeout=timeout, client=client), missing):
-                    results[r.url] = r
+                for fetched in pool.map(lambda u: fetch_status(u, timeout=timeout, client=client), missing):
+                    results[fetched.url] = fetched
                     if cache is not None:
-                        cache.put(r)
+                        cache.put(fetched)
         finally:
             client.close()  # type: ignore[attr-defined]
     for p in places:

@@ -104,7 +104,8 @@ def spam_score(message_bytes: bytes, *, timeout: float = 60, command: str = "spa
         raise SpamCheckError(f"SpamAssassin is not installed ({command} not found): {INSTALL}")
     start = time.perf_counter()
     try:
-        proc = subprocess.run([exe, "-t", "-L"], input=message_bytes, capture_output=True, timeout=timeout)
+        proc = subprocess.run([exe, "-t", "-L"], input=message_bytes, capture_output=True, timeout=timeout,
+                              check=False)
     except subprocess.TimeoutExpired:
         raise SpamCheckError(f"SpamAssassin took over {timeout:g} s; try again, or run it by hand: "
                              "spamassassin -t -L < message.eml") from None

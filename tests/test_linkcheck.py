@@ -8,23 +8,29 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from typing import ClassVar
 
 import pytest
-
 from conftest import SMALL_ISSUE
+
 from newsletter.config import load_settings
 from newsletter.issue import load_issue
-from newsletter.linkcheck import LinkCache, check_links, fetch_status, issue_urls, mailto_problem
+from newsletter.linkcheck import (
+    LinkCache,
+    check_links,
+    fetch_status,
+    issue_urls,
+    mailto_problem,
+)
 
 
 class Handler(BaseHTTPRequestHandler):
-    routes = {
+    routes: ClassVar[dict[str, tuple[int, str | None]]] = {
         "/ok": (200, None), "/missing": (404, None), "/boom": (500, None),
         "/moved": (301, "/ok"), "/hop1": (302, "/hop2"), "/hop2": (307, "/ok"),
         "/loop-a": (301, "/loop-b"), "/loop-b": (301, "/loop-a"), "/forbidden": (403, None),
     }
-    heads: list[str] = []
+    heads: ClassVar[list[str]] = []
 
     def log_message(self, *args: object) -> None:
         pass
@@ -152,19 +158,19 @@ def test_check_links_locates_each_problem(project, links_issue, server):
     lines = sorted(str(p) for p in found)
     tls = server.replace("http://", "https://")
     assert lines == sorted([
-        "issues/links.yaml:7: intro: link mailto:nobody: 'nobody' is not an email address "
-        "(An email address must have an @-sign.)",
+        ("issues/links.yaml:7: intro: link mailto:nobody: 'nobody' is not an email address "
+        "(An email address must have an @-sign.)"),
         f"issues/links.yaml:7: intro: link {server}/missing: HTTP 404; fix or remove the link",
-        f"issues/links.yaml:8: intro: link {server}/loop-a: redirect loop ({server}/loop-a → 301 "
-        f"{server}/loop-b → 301 {server}/loop-a); fix or remove the link",
-        f"issues/links.yaml:12: sections.0.image.src: image {tls}/chart.png: TLS failure: WRONG_VERSION_NUMBER; "
-        "fix or remove the link",
-        f"issues/links.yaml:16: sections.0.links.0.url: warning: link {server}/moved redirects to a page that "
-        f"is not https ({server}/moved → 301 {server}/ok); link the final address, or an https one",
-        f"issues/links.yaml:18: sections.0.links.1.url: warning: link {server}/forbidden: HTTP 403; the server "
-        "refuses robots, open it in a browser to be sure",
-        f"issues/links.yaml:20: sections.0.links.2.url: link http://127.0.0.1:{port}/gone: connection refused; "
-        "fix or remove the link",
+        (f"issues/links.yaml:8: intro: link {server}/loop-a: redirect loop ({server}/loop-a → 301 "
+        f"{server}/loop-b → 301 {server}/loop-a); fix or remove the link"),
+        (f"issues/links.yaml:12: sections.0.image.src: image {tls}/chart.png: TLS failure: WRONG_VERSION_NUMBER; "
+        "fix or remove the link"),
+        (f"issues/links.yaml:16: sections.0.links.0.url: warning: link {server}/moved redirects to a page that "
+        f"is not https ({server}/moved → 301 {server}/ok); link the final address, or an https one"),
+        (f"issues/links.yaml:18: sections.0.links.1.url: warning: link {server}/forbidden: HTTP 403; the server "
+        "refuses robots, open it in a browser to be sure"),
+        (f"issues/links.yaml:20: sections.0.links.2.url: link http://127.0.0.1:{port}/gone: connection refused; "
+        "fix or remove the link"),
         f"issues/links.yaml:22: sections.0.body: image {server}/boom: HTTP 500; fix or remove the link",
         f"issues/links.yaml:22: sections.0.body: link {server}/slow: timed out after 1 s; fix or remove the link",
     ]), "\n".join(lines)

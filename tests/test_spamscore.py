@@ -7,8 +7,8 @@ import shutil
 from email import message_from_bytes
 
 import pytest
-
 from conftest import EXAMPLE, REPO, SMALL_ISSUE
+
 from newsletter.config import load_settings
 from newsletter.pipeline import prepare
 from newsletter.spamscore import SpamCheckError, parse_report, sample_eml, spam_score
