@@ -166,6 +166,44 @@ def init(directory: Path, templates: bool) -> None:
         "issues/first-issue.yaml --list readers (a dry run)", "green")
 
 
+def _links_and_spam(prepared: Prepared, settings: Settings, links: bool, spam: bool, strict: bool,
+                    verbose: bool) -> tuple[int, int]:
+    """check --links and --spam: print their lines and problems; (errors, warnings) they add. A spam
+    check that cannot run (no SpamAssassin) counts as an error: it was asked for."""
+    found: list[Problem] = []
+    failed = 0
+    if links:
+        import time
+
+        from .linkcheck import LinkCache, check_links, issue_urls
+
+        start = time.perf_counter()
+        cache = LinkCache(path=settings.state_dir / "linkcheck.json")
+        found += check_links(prepared.issue, prepared.path, settings, cache=cache, stem=prepared.rendered.stem)
+        cache.save()
+        urls = {p.url for p in issue_urls(prepared.issue, prepared.path, settings, prepared.rendered.stem)
+                if p.url.lower().startswith(("http://", "https://"))}
+        broken = sum(p.severity == "error" for p in found)
+        say(f"links: {len(urls)} URLs checked in {time.perf_counter() - start:.1f} s, {broken} broken")
+    if spam:
+        from .spamscore import SpamCheckError, sample_eml, spam_score
+
+        try:
+            report = spam_score(sample_eml(prepared, settings))
+        except SpamCheckError as e:
+            say(f"spam score: could not run: {e}", "red", stderr=True)
+            failed = 1
+        else:
+            for line in report.lines(all_rules=verbose):
+                say(line)
+            if report.is_spam:
+                found.append(Problem(prepared.path, None, "spam", f"SpamAssassin scores the sample message "
+                                     f"{report.score:.1f}, spam from {report.required:.1f}: change what the rules "
+                                     "above point at", "error" if strict else "warning"))
+    _print_problems(found)
+    return failed + sum(p.severity == "error" for p in found), sum(p.severity == "warning" for p in found)
+
+
 @cli.command()
 @click.argument("issue", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--strict", is_flag=True,
@@ -174,15 +212,21 @@ def init(directory: Path, templates: bool) -> None:
 @click.option("--verbose", "-v", is_flag=True, help="Show each compatibility finding, where it is, and notes.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write the compatibility report to FILE: .json (everything) or .md (a table).")
+@click.option("--links", is_flag=True, help="Also fetch every link and image (network; results kept 10 minutes "
+                                            "in .newsletter/linkcheck.json); broken ones are errors.")
+@click.option("--spam", is_flag=True, help="Also score the sample reader's message with SpamAssassin (local "
+                                           "tests); a spam score is a warning, an error with --strict.")
 @click.pass_obj
-def check(ctx: _Context, issue: Path, strict: bool, verbose: bool, report_path: Path | None) -> None:
+def check(ctx: _Context, issue: Path, strict: bool, verbose: bool, report_path: Path | None, links: bool,
+          spam: bool) -> None:
     """Validate ISSUE and run the pre-send checks (exit 1 on any error), with a compatibility report."""
     from .compat import compat_report
     from .personalize import html_size, sample_message
 
     prepared = ctx.prepare(issue)
     _print_problems(prepared.problems)
-    n_err, n_warn = len(prepared.errors), len(prepared.warnings)
+    extra = _links_and_spam(prepared, ctx.settings, links, spam, strict, verbose)
+    n_err, n_warn = len(prepared.errors) + extra[0], len(prepared.warnings) + extra[1]
     size = html_size(prepared.rendered, ctx.settings)
     summary = (f"{issue}: {_plural(len(prepared.issue.sections), 'section')}, HTML {size:,} bytes, "
                f"{_plural(n_err, 'error')}, {_plural(n_warn, 'warning')}")
