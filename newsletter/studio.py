@@ -13,7 +13,6 @@ and a POST also needs the page's own Origin (CSRF): another web page can neither
 from __future__ import annotations
 
 import asyncio
-import importlib
 import secrets
 import threading
 from collections.abc import Callable, Mapping
@@ -26,11 +25,22 @@ from .errors import IssueError, NewsletterError, Problem
 POLL_SECONDS = 0.2
 READERS_MAX = 50
 PAGE = Path(__file__).with_name("studio_page.html")
-# optional checks built elsewhere: (key, module, function, button label); shown when importable.
-# The function is called as fn(prepared, settings) and returns Problems, strings, or one object
-# whose str() is the result.
-HOOKS = (("links", "newsletter.linkcheck", "check_links", "check links"),
-         ("spam", "newsletter.spamscore", "spam_score", "spam score"))
+# the checks that touch the network or run a program, on request only: (key, button label, function)
+def _check_links(prepared: Any, settings: Any) -> list[Any]:
+    from .linkcheck import check_links
+
+    problems = check_links(prepared.issue, prepared.path, settings, stem=prepared.rendered.stem)
+    return problems or ["every link and image answers"]
+
+
+def _spam_score(prepared: Any, settings: Any) -> list[str]:
+    from .spamscore import sample_eml, spam_score
+
+    return spam_score(sample_eml(prepared, settings)).lines()
+
+
+HOOKS: tuple[tuple[str, str, Callable[..., Any]], ...] = (
+    ("links", "check links", _check_links), ("spam", "spam score", _spam_score))
 
 
 def _problem(p: Problem) -> dict[str, Any]:
@@ -52,19 +62,6 @@ class Current:
     prepared: Any = None  # the last good Prepared (stale when not ok)
 
 
-def hooks() -> list[tuple[str, str, Callable[..., Any]]]:
-    """The optional checks whose module is importable: (key, label, function)."""
-    found = []
-    for key, module, name, label in HOOKS:
-        try:
-            fn = getattr(importlib.import_module(module), name, None)
-        except ImportError:
-            continue
-        if callable(fn):
-            found.append((key, label, fn))
-    return found
-
-
 class Studio:
     """The preview's state for one issue file; safe to poll from one task and read from requests."""
 
@@ -84,7 +81,7 @@ class Studio:
         self._mtimes: dict[Path, tuple[int, int] | None] = {}
         self._changed = asyncio.Event()
         self._sending = threading.Lock()
-        self.hooks = hooks()
+        self.hooks = HOOKS
 
     # --- files ---------------------------------------------------------------------------------
 
