@@ -1,5 +1,5 @@
-"""`newsletter preview`: the command, kept apart from cli.py (one add_command line there); the
-page and its server load only when it runs (newsletter/studio.py, studio_app.py)."""
+"""`newsletter preview`: the page and its server load only when it runs (newsletter/studio.py,
+studio_app.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from typing import Any
 import click
 
 
-@click.command("preview")
+from .base import cli
+
+
+@cli.command("preview")
 @click.argument("issue", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--list", "list_spec", default=None, metavar="LIST",
               help="Pick the reader from this list (its first 50 subscribed readers), and allow test sends.")
@@ -18,7 +21,7 @@ import click
 @click.pass_obj
 def preview(ctx: Any, issue: Path, list_spec: str | None, port: int) -> None:
     """Show ISSUE on a local page that re-renders whenever a file changes; send test copies from it."""
-    from .studio import Studio, free_port, make_server
+    from ..studio import Studio, free_port, make_server
 
     studio = Studio(issue, getattr(ctx, "config_path", None), list_spec)
     studio._load_settings()  # a broken newsletter.toml fails here, with its message
