@@ -148,7 +148,7 @@ class ParallelSend:
             batch = [d.personalizer(s) for s in itertools.islice(it, self.claim_size)]
             if not batch:
                 return
-            yield self.claim(batch)
+            yield self.record.guard(self.claim)(batch)  # the same database connection: locked
 
     def _put(self, q: queue.Queue[Any], item: Any) -> bool:
         while not self.d.stop.requested:
