@@ -61,7 +61,7 @@ SPEC = ProviderSpec(
          "NEWSLETTER_SMTP_DAILY": "daily"},
     secrets=frozenset({"password"}),
     # one message per call, so the send record is written per message: if the process dies, at
-    # most one reader's copy is of unknown fate (recording costs ~0.1 ms)
+    # most one reader's copy per connection is of unknown fate (see parallel.py)
     batch_size=lambda settings: 1,
 )
 
