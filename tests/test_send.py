@@ -216,6 +216,7 @@ def test_server_down_halfway_then_rerun_finishes_exactly_once(project, serve, da
 
     dying = DiesAfterThree()
     env["NEWSLETTER_SMTP_PORT"] = str(serve(dying))
+    env["NEWSLETTER_SMTP_CONNECTIONS"] = "1"  # one connection: exactly 3 get through (see test_parallel)
     r = send(project, env, "--send", "--yes")
     assert r.code == 3, r.output
     assert len(dying.messages) == 3
@@ -238,6 +239,7 @@ def _start_send(project: Project, env: dict[str, str]) -> subprocess.Popen:
 def test_killed_mid_send_rerun_reports_unknown_and_never_duplicates(project, serve, database_url):
     handler = Recorder(hold_at=5)
     env = setup(project, serve, handler, n=10, database_url=database_url)
+    env["NEWSLETTER_SMTP_CONNECTIONS"] = "1"  # in order; several connections: see test_parallel
     proc = _start_send(project, env)
     assert handler.holding.wait(60), "the send never reached the 5th message"
     proc.kill()  # SIGKILL: no cleanup, no last words

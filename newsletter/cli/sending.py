@@ -29,14 +29,22 @@ if TYPE_CHECKING:
               help="Only the next N readers who have not had this issue yet (staged sends).")
 @click.option("--resend-unknown", is_flag=True,
               help="Also resend readers whose earlier batch has no recorded answer (may duplicate).")
+@click.option("--worker", is_flag=True,
+              help="One of several senders of this issue (PostgreSQL store): each takes its own readers.")
 @click.pass_obj
 def send(ctx: _Context, issue: Path, list_spec: str, really: bool, yes: bool, test: bool,
-         provider: str | None, limit: int | None, resend_unknown: bool) -> None:
+         provider: str | None, limit: int | None, resend_unknown: bool, worker: bool) -> None:
     """Send ISSUE to a subscriber list; a dry run unless --send (or --test)."""
     from ..campaign import Campaign
 
     if really and test:
         raise click.UsageError("--test sends only to the preview addresses; drop --send or --test")
+    if worker and not (really and yes):
+        raise click.UsageError("--worker is for real sends that ask nothing: add --send --yes")
+    if worker and not ctx.settings.database_url:
+        raise click.UsageError("--worker needs the state store in PostgreSQL (NEWSLETTER_DATABASE_URL), "
+                               "shared by every worker; with SQLite one machine sends: use [smtp] "
+                               "connections to send over several connections at once")
     prepared = ctx.prepare(issue)
     campaign = Campaign(prepared, ctx.settings, list_spec, provider)
     _print_problems(prepared.problems)
@@ -48,7 +56,7 @@ def send(ctx: _Context, issue: Path, list_spec: str, really: bool, yes: bool, te
     if not really:
         code = _dry_run(campaign, issue, list_spec, limit)
         raise SystemExit(EXIT_INVALID if prepared.errors else code)
-    raise SystemExit(_real_send(campaign, yes, limit, resend_unknown))
+    raise SystemExit(_real_send(campaign, yes, limit, resend_unknown, worker))
 
 
 def _test_send(campaign: Campaign) -> int:
@@ -86,7 +94,8 @@ def _confirm(campaign: Campaign, count: int) -> None:
         raise SystemExit(EXIT_INVALID)
 
 
-def _real_send(campaign: Campaign, yes: bool, limit: int | None, resend_unknown: bool) -> int:
+def _real_send(campaign: Campaign, yes: bool, limit: int | None, resend_unknown: bool,
+               worker: bool = False) -> int:
     from ..dispatch import StopFlag, graceful_interrupt
 
     campaign.require_secret()
@@ -102,7 +111,7 @@ def _real_send(campaign: Campaign, yes: bool, limit: int | None, resend_unknown:
 
     with _progress(count) as advance, graceful_interrupt(stop, on_ctrl_c):
         report = campaign.send(provider=sender, limit=limit, resend_unknown=resend_unknown, stop=stop,
-                               on_progress=advance)
+                               on_progress=advance, worker=worker)
     _print_list_problems(report)
     _print_report(report, campaign)
     _print_outcome(report, campaign)
@@ -134,6 +143,10 @@ class _progress:
 
 
 def _print_outcome(report: SendReport, campaign: Campaign) -> None:
+    if report.quota_reached:
+        err.print(report.quota_reached, style="yellow", markup=False)
+    if report.other_workers:
+        out.print(f"{report.other_workers:,} readers were taken by other workers", markup=False)
     for email, why in list(report.failed.items())[:20] + list(report.unsent.items())[:20]:
         err.print(f"{email}: {why}", style="red", markup=False)
     if report.unknown:
