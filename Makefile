@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast tools browser postgres bench lint clean
+.PHONY: demo test test-fast tools browser postgres spamassassin bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,8 +35,14 @@ postgres:
 	  { if [ "$$(id -u)" = 0 ]; then apt-get install -y postgresql || { apt-get update && apt-get install -y postgresql; }; \
 	    else echo "PostgreSQL is missing: sudo apt-get install postgresql (its tests are skipped without it)"; fi; }
 
+## spamassassin: Debian's SpamAssassin for `check --spam` and its tests (needs root; skipped tests otherwise)
+spamassassin:
+	@command -v spamassassin >/dev/null 2>&1 || \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get install -y spamassassin || { apt-get update && apt-get install -y spamassassin; }; \
+	    else echo "SpamAssassin is missing: sudo apt-get install spamassassin (its tests are skipped without it)"; fi; }
+
 ## test: the whole suite (browser, PostgreSQL, Prism and MailDev tests included)
-test: $(STAMP) tools browser postgres
+test: $(STAMP) tools browser postgres spamassassin
 	$(BIN)/python -m pytest
 
 ## test-fast: the suite without the external tools

@@ -63,7 +63,7 @@ MAILMERGE_HINT = ("python3 -m venv .tools/mailmerge-venv && "
 RATIO_TARGET = 1 / 20  # ours / mailmerge, per recipient, dry run
 RSS_GROWTH_TARGET = 1.5  # peak RSS 1M / 100k
 RSS_LIMIT_MB = 200.0  # peak RSS at 1M
-SECRET = "bench-secret-not-for-production"
+SECRET = "bench-secret-not-for-production-0123456789"
 
 try:
     import newsletter  # noqa: F401
@@ -554,6 +554,103 @@ def section_sendgrid(ws: Workspace, n: int) -> None:
         standin.close()
 
 
+# ------------------------------------------------------------------- SMTP at scale: smtp-sink, workers
+
+SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+
+
+class _PostfixSink:
+    """Postfix's smtp-sink: accepts and discards everything, fast enough not to be the bottleneck."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen([SMTP_SINK, "-u", "nobody", "-c", f"127.0.0.1:{self.port}", "256"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not wait_for_port(self.port):
+            self.close()
+            raise RuntimeError(f"smtp-sink did not start listening on 127.0.0.1:{self.port}")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def _ours_here(ws: Workspace, n: int, env: dict[str, str], *extra: str) -> list[str]:
+    """`python -m newsletter send` from this checkout (not whatever the venv's script points at)."""
+    return [sys.executable, "-m", "newsletter", "send", str(ISSUE), "--list", str(ws.csv(n)), *extra]
+
+
+def section_smtp_sink(ws: Workspace, n: int, rounds: int = 2) -> None:
+    header(f"5. SMTP to Postfix smtp-sink: {n:,} recipients, [smtp] connections = 1 vs 4")
+    if not Path(SMTP_SINK).exists():
+        note("SKIPPED: smtp-sink not found; apt-get install -y postfix (and stop its service)")
+        return
+    sink = _PostfixSink()
+    try:
+        rates: dict[int, list[float]] = {1: [], 4: []}
+        for r in range(rounds):  # interleaved: the machine's noise hits both alike
+            for k in (1, 4):
+                env = base_env(PYTHONPATH=str(ROOT), NEWSLETTER_SMTP_HOST="127.0.0.1",
+                               NEWSLETTER_SMTP_PORT=str(sink.port), NEWSLETTER_SMTP_SECURITY="none",
+                               NEWSLETTER_SMTP_CONNECTIONS=str(k),
+                               NEWSLETTER_STATE_DIR=str(ws.fresh_state(f"sink{k}-{r}")))
+                run_ = checked(run(_ours_here(ws, n, env, "--send", "--yes", "--provider", "smtp"),
+                                   cwd=ws.project, env=env), f"send to smtp-sink, connections={k}")
+                report = json.loads((ws.project / "outbox" / ISSUE.stem / "report-send.json").read_text())
+                if report["sent"] != n:
+                    raise RuntimeError(f"connections={k}: {report['sent']:,} sent of {n:,}")
+                rates[k].append(n / run_.wall)
+                line(f"round {r + 1}, connections = {k}: end to end", f"{run_.wall:6.2f} s {n / run_.wall:7.0f} /s")
+        for k, rs in rates.items():
+            line(f"connections = {k}: best messages/s (end to end, start-up included)", f"{max(rs):9.0f} /s")
+        line("ratio 4 / 1 (best of each)", f"{max(rates[4]) / max(rates[1]):9.2f} x")
+    finally:
+        sink.close()
+
+
+def section_workers(ws: Workspace, n: int, workers: int = 4) -> None:
+    header(f"6. {workers} `--worker` processes, one PostgreSQL record, {n:,} recipients to smtp-sink")
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        import pg_server
+    except ImportError as e:
+        note(f"SKIPPED: {e}")
+        return
+    if not pg_server.available() or not Path(SMTP_SINK).exists():
+        note("SKIPPED: needs PostgreSQL 15 (Debian) and smtp-sink")
+        return
+    cluster = pg_server.PostgresCluster().start()
+    sink = _PostfixSink()
+    try:
+        url = cluster.new_database()
+        env = base_env(PYTHONPATH=str(ROOT), NEWSLETTER_SMTP_HOST="127.0.0.1", NEWSLETTER_SMTP_PORT=str(sink.port),
+                       NEWSLETTER_SMTP_SECURITY="none", NEWSLETTER_DATABASE_URL=url,
+                       NEWSLETTER_SMTP_CONNECTIONS=os.environ.get("BENCH_WORKER_CONNECTIONS", "2"))
+        cmd = _ours_here(ws, n, env, "--send", "--yes", "--provider", "smtp", "--worker")
+        ws.csv(n)
+        t0 = time.perf_counter()
+        procs = [subprocess.Popen(cmd, cwd=ws.project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(workers)]
+        outs = [p.communicate() for p in procs]
+        wall = time.perf_counter() - t0
+        if any(p.returncode for p in procs):
+            raise RuntimeError(f"a worker failed: {[p.returncode for p in procs]} {outs[0][1][-500:]}")
+        import psycopg
+
+        with psycopg.connect(url) as conn:
+            states = dict(conn.execute("SELECT state, count(*) FROM deliveries GROUP BY state").fetchall())
+            most = conn.execute("SELECT max(attempts) FROM deliveries").fetchone()[0]
+        sent = [int(m.group(1).replace(",", "")) for out, _ in outs if (m := re.search(r"done: ([\d,]+) sent", out))]
+        line(f"{workers} workers x {env['NEWSLETTER_SMTP_CONNECTIONS']} connections: total wall time", secs(wall))
+        line("  messages per second, all workers together", f"{n / wall:9.0f} /s")
+        line("  sent per worker (their reports)", " + ".join(map(str, sent)) + f" = {sum(sent):,}")
+        line("  send record: states", ", ".join(f"{k} {v:,}" for k, v in states.items()))
+        line("  most hand-overs of one reader (1 = nobody twice)", f"{most}")
+    finally:
+        sink.close()
+        cluster.stop()
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -562,13 +659,13 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="sizes / 10 (targets then only indicative)")
     ap.add_argument("--keep", action="store_true", help="keep the temp project, lists and outboxes")
-    ap.add_argument("--only", type=int, action="append", choices=[1, 2, 3, 4], help="run only these sections")
+    ap.add_argument("--only", type=int, action="append", choices=[1, 2, 3, 4, 5, 6], help="run only these sections")
     args = ap.parse_args()
     div = 10 if args.quick else 1
     sizes = {
         "dry": 100_000 // div, "mm_rows": 2_000 // div,
         "mem_small": 100_000 // div, "mem_large": 1_000_000 // div,
-        "smtp": 2_000 // div, "sendgrid": 100_000 // div,
+        "smtp": 2_000 // div, "sendgrid": 100_000 // div, "sink": 10_000 // div, "workers": 20_000 // div,
     }
 
     rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
@@ -588,6 +685,8 @@ def main() -> int:
         (2, lambda: section_memory(ws, sizes["mem_small"], sizes["mem_large"])),
         (3, lambda: section_smtp(ws, sizes["smtp"])),
         (4, lambda: section_sendgrid(ws, sizes["sendgrid"])),
+        (5, lambda: section_smtp_sink(ws, sizes["sink"])),
+        (6, lambda: section_workers(ws, sizes["workers"])),
     ]
     try:
         for number, fn in sections:

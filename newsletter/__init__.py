@@ -32,6 +32,7 @@ _EXPORTS = {
     "Store": "store", "open_store": "store", "Suppressions": "suppressions", "Suppression": "suppressions",
     "Provider": "providers", "ProviderSpec": "providers",
     "init_project": "scaffold",
+    "compat_report": "compat", "CompatReport": "compat", "build_archive": "archive", "Archive": "archive",
     "NewsletterError": "errors", "ConfigError": "errors", "IssueError": "errors",
     "SubscriberListError": "errors", "UsageError": "errors", "Problem": "errors",
 }
@@ -46,7 +47,9 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from .archive import Archive, build_archive
     from .campaign import Campaign, Plan
+    from .compat import CompatReport, compat_report
     from .config import Settings, find_config, load_settings
     from .dispatch import SendReport, StopFlag
     from .errors import ConfigError, IssueError, NewsletterError, Problem, SubscriberListError, UsageError

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Settings
+from .config import MAKE_SECRET, Settings
 from .dispatch import Dispatcher, RetryPolicy, Selection, SendReport, StopFlag
 from .errors import ConfigError, IssueError, Problem, UsageError
-from .ledger import NoRecord
+from .ledger import DeliveryRecord, NoRecord, key_of
 from .merge import referenced_columns
 from .personalize import Personalizer, html_size
 from .pipeline import Prepared, write_rendered
@@ -64,8 +64,9 @@ class Campaign:
         return self.prepared.rendered.stem
 
     def subscribers(self) -> SubscriberList:
-        """A fresh stream over the list (each pass re-reads the file)."""
-        return SubscriberList(self.list_path)
+        """A fresh stream over the list (each pass re-reads the file), validated for what this
+        provider can deliver (non-ASCII local parts need SMTPUTF8: SendGrid refuses them)."""
+        return SubscriberList(self.list_path, allow_utf8_local=self.provider_spec.utf8_local_parts)
 
     def _check_merge_columns(self) -> None:
         """A merge field naming a column the list lacks would be blank for every reader: refuse."""
@@ -84,8 +85,8 @@ class Campaign:
         if self.throwaway_secret and self.settings.unsubscribe_url and "{token}" in self.settings.unsubscribe_url:
             raise ConfigError(
                 "NEWSLETTER_SECRET is not set: unsubscribe links are signed with it, and your "
-                "unsubscribe endpoint verifies them with the same key; export NEWSLETTER_SECRET=... "
-                "(keep it stable across sends)"
+                "unsubscribe endpoint verifies them with the same key; make one with "
+                f"{MAKE_SECRET}, export NEWSLETTER_SECRET=... and keep it stable across sends"
             )
 
     def provider(self) -> Provider:
@@ -139,17 +140,49 @@ class Campaign:
     def send(self, *, provider: Provider | None = None, limit: int | None = None,
              resend_unknown: bool = False, stop: StopFlag | None = None,
              on_progress: Callable[[int], None] = lambda n: None,
-             retry: RetryPolicy | None = None) -> SendReport:
-        """The real send: every subscribed reader who has not had this issue, exactly once."""
+             retry: RetryPolicy | None = None, worker: bool = False) -> SendReport:
+        """The real send: every subscribed reader who has not had this issue, exactly once. With
+        `worker` (PostgreSQL), one of several processes that split the list between them."""
         self.require_secret()
         provider = provider or self.provider()
-        with self.settings.open_store() as store, store.send_record(self.stem) as record:
+        if worker and resend_unknown:
+            raise UsageError("--resend-unknown cannot go with --worker: other workers' readers are in "
+                             "flight too; once the workers are done, run it without --worker")
+        with self.settings.open_store() as store, store.send_record(self.stem, worker=worker) as record:
             report = self.new_report("send", provider.name)
-            Dispatcher(self.personalizer(), provider, record, report, retry=retry or self.retry_policy(),
-                       stop=stop or StopFlag(), limit=limit, resend_unknown=resend_unknown,
-                       on_progress=on_progress, suppressed=store.suppressions.reasons).run(self.subscribers())
+            d = Dispatcher(self.personalizer(), provider, record, report, retry=retry or self.retry_policy(),
+                           stop=stop or StopFlag(), limit=limit, resend_unknown=resend_unknown,
+                           on_progress=on_progress, suppressed=store.suppressions.reasons)
+            self._parallel(d, provider, record, worker)
+            d.run(self.subscribers())
+        if worker:  # in flight when this worker looked: another worker's, not unknown
+            report.other_workers += len(report.unknown) - len(d.own_unknown)
+            report.unknown = d.own_unknown
         self.save(report)
         return report
+
+    def _parallel(self, d: Dispatcher, provider: Provider, record: DeliveryRecord, worker: bool) -> None:
+        """Several connections at once, a rate and a daily quota: the provider's settings say
+        (SMTP's [smtp] connections, rate, daily); a worker also claims its readers."""
+        from .parallel import daily_pace
+
+        settings = self.settings.provider_settings(self.provider_name)
+        connections = getattr(settings, "connections", None)
+        if connections is None or provider.max_batch != 1:
+            if worker:
+                raise UsageError(f"--worker sends through SMTP only, not {provider.name}")
+            return
+        d.connections = connections
+        d.more_connections = self.provider
+        d.pace = daily_pace(record, provider.name, settings.per_second, settings.daily)
+        if worker:
+            d.claim = lambda batch: self._claim(d, record, provider.name, batch)
+
+    @staticmethod
+    def _claim(d: Dispatcher, record: DeliveryRecord, provider: str, batch: list) -> list:
+        taken = record.claim(f"{d.run_id}-claim", provider, batch)
+        d.report.other_workers += len(batch) - len(taken)
+        return [p for p in batch if key_of(p.email) in taken]
 
     def test_send(self, *, provider: Provider | None = None, retry: RetryPolicy | None = None) -> SendReport:
         """One [TEST] copy to each preview address, with the first subscriber's fields; not recorded."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
+from .colors import AA, WHITE, contrast, palette
 from .config import Settings
 from .errors import Problem
 from .issue import Issue
+from .issuetext import MARKDOWN_FIELDS, markdown_findings
 from .message import Rendered
 from .personalize import html_size
 
@@ -17,16 +18,14 @@ SIZE_WARNING = 90_000
 SUBJECT_MAX = 78  # RFC 5322's line length; longer subjects are cut in most inbox lists
 PREHEADER_MAX = 110  # inbox previews show roughly 40–110 characters
 
-_MD_IMAGE = re.compile(r"!\[([^\]]*)\]\(\s*(\S+?)\s*(?:\"[^\"]*\")?\)")
-
 
 def check_issue(issue: Issue, path: Path, settings: Settings, rendered: Rendered) -> list[Problem]:
     """Every finding for an issue that validated, errors and warnings, in file order."""
     found: list[Problem] = []
 
-    def add(loc: tuple[str | int, ...], message: str, severity: str = "warning", at: int | None = None) -> None:
+    def add(loc: tuple[str | int, ...], message: str, severity: str = "warning", line: int | None = None) -> None:
         field = ".".join(str(p) for p in loc)
-        found.append(Problem(path, issue.line_of(*loc, at=at) if loc else 1, field, message, severity))
+        found.append(Problem(path, issue.line_of(*loc, text_line=line) if loc else 1, field, message, severity))
 
     size = html_size(rendered, settings)
     if size >= SIZE_ERROR:
@@ -43,17 +42,23 @@ def check_issue(issue: Issue, path: Path, settings: Settings, rendered: Rendered
     elif len(issue.preheader) > PREHEADER_MAX:
         add(("preheader",), f"preheader is {len(issue.preheader)} characters; inboxes show about "
             f"{PREHEADER_MAX}")
+    # the same findings parse_issue reports when a file is invalid (it reports them all at once)
     for loc, text in issue.texts():
-        for m in _MD_IMAGE.finditer(text):
-            alt, src = m.groups()
-            if not alt.strip():
-                add(loc, f"image {src} has no alt text: write ![what it shows]({src})", "error", m.start())
-            if not src.lower().startswith("https://"):
-                add(loc, f"image {src} is not https: many mail clients block it", at=m.start())
+        if loc[-1] in MARKDOWN_FIELDS:
+            for f in markdown_findings(text):
+                add(loc, f.message, f.severity, f.line)
     cfg = settings.path or "newsletter.toml"
     if settings.brand.logo and not settings.brand.logo.startswith("https://"):
         found.append(Problem(cfg, settings.line_of("logo"), "brand.logo",
                              "logo is not https: many mail clients block it"))
+    brand, dark = settings.brand, palette(settings.brand)["dark"]
+    for key, color, grounds in (("color", brand.color, (WHITE, brand.background)),
+                                ("dark_color", brand.dark_color, (dark["background"], dark["surface"]))):
+        worst = min(contrast(color, g) for g in grounds) if color else AA
+        if worst < AA:
+            found.append(Problem(cfg, settings.line_of(key), f"brand.{key}", f"{color} reaches {worst:.1f}:1 "
+                                 f"on {' and '.join(grounds)}; links need 4.5:1 (WCAG AA) to be read: pick "
+                                 f"a {'darker' if key == 'color' else 'lighter'} shade", "warning"))
     if not settings.postal_address:
         found.append(Problem(cfg, settings.line_of("postal_address"), "postal_address", "no postal address: bulk mail must carry "
                              "the sender's postal address (CAN-SPAM); set postal_address", "error"))

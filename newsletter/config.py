@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import providers
 from .errors import ConfigError
@@ -25,6 +25,17 @@ if TYPE_CHECKING:
 CONFIG_NAME = "newsletter.toml"
 # of the [newsletter] table (each provider declares its own); read only from the environment
 SECRET_KEYS = {"secret", "secret_previous", "database_url", "sendgrid_webhook_key"}
+MAKE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+# Cc (NUL, TAB, CR, LF, ESC, U+0085 ...) and the Unicode line/paragraph separators: never in a header
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _one_line(v: str | None) -> str | None:
+    """Refuse a value that would break a mail header (or a one-line footer) apart."""
+    if v is not None and (m := _CONTROL.search(v)):
+        raise ValueError(f"contains a control character or line break (U+{ord(m.group()):04X}) at "
+                         f"character {m.start() + 1}; write it as one line of plain text")
+    return v
 
 
 class _Section(BaseModel):
@@ -32,15 +43,46 @@ class _Section(BaseModel):
 
 
 class Brand(_Section):
-    color: str = "#1f6feb"
+    color: str = "#0969da"  # links and accents; 5.2:1 on white (WCAG AA asks 4.5:1)
     background: str = "#f4f5f7"
     logo: str | None = None
+    # dark mode (clients that honour prefers-color-scheme); unset: derived, see colors.palette()
+    dark_color: str | None = None
+    dark_background: str | None = None
 
-    @field_validator("color", "background")
+    @field_validator("color", "background", "dark_color", "dark_background")
     @classmethod
-    def _hex(cls, v: str) -> str:
-        if not re.fullmatch(r"#[0-9a-fA-F]{3}([0-9a-fA-F]{3})?", v):
+    def _hex(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"#[0-9a-fA-F]{3}([0-9a-fA-F]{3})?", v):
             raise ValueError("use a hex colour like #1f6feb")
+        return v
+
+
+class Check(_Section):
+    """[check]: which email clients the compatibility report covers, and what it accepts."""
+
+    # caniemail families ("gmail": its usual platforms) or family.platform ("outlook.windows")
+    clients: list[str] = Field(default_factory=lambda: ["gmail", "apple-mail", "outlook", "yahoo"])
+    accept: list[str] = Field(default_factory=list)  # caniemail slugs that degrade gracefully for you
+
+    @field_validator("clients")
+    @classmethod
+    def _clients(cls, v: list[str]) -> list[str]:
+        from .compat import resolve_clients  # reads caniemail's data: only when the file names clients
+
+        resolve_clients(v)
+        return v
+
+    @field_validator("accept")
+    @classmethod
+    def _accept(cls, v: list[str]) -> list[str]:
+        from .compat import load_data
+
+        known = {f["slug"] for f in load_data()["data"]}
+        for slug in v:
+            if slug not in known:
+                raise ValueError(f"{slug!r} is not a caniemail feature; use its id, like css-border-radius "
+                                 "(the last part of https://www.caniemail.com/features/css-border-radius/)")
         return v
 
 
@@ -53,10 +95,12 @@ class Settings(_Section):
     postal_address: str | None = None
     unsubscribe_url: str | None = None  # template with {email} and {token}, optionally {issue}
     unsubscribe_mailto: str | None = None
-    view_online_url: str | None = None  # template with {issue}
+    view_online_url: str | None = None  # template with {issue}; default {archive_url}{issue}.html
+    archive_url: str | None = None  # where `newsletter archive`'s folder is served, ending in /
     preview: list[str] = Field(default_factory=list)
     provider: str = "sendgrid"  # a registered provider, used by --send; without it, a dry run
     brand: Brand = Field(default_factory=Brand)
+    check: Check = Field(default_factory=Check)
     # each registered provider's table ([smtp], [sendgrid]), validated by the provider's own model
     providers: dict[str, Any] = Field(default_factory=dict)
     secret: str | None = Field(default=None, exclude=True, repr=False)  # NEWSLETTER_SECRET only
@@ -113,9 +157,29 @@ class Settings(_Section):
         """The tag `provider` fills with its own unsubscribe link (SendGrid's groups), if set up."""
         return providers.spec(provider).own_unsubscribe(self.provider_settings(provider))
 
+
+    @field_validator("name", "from_name", "postal_address")
+    @classmethod
+    def _header_text(cls, v: str | None) -> str | None:
+        return _one_line(v)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        strong = v.strip()
+        if len(strong) < 32 or len(set(strong)) < 8:  # never echo the value: it is a secret
+            raise ValueError(
+                "too weak to sign unsubscribe links: use at least 32 characters (not counting spaces "
+                "around it) and at least 8 different ones; make one with " + MAKE_SECRET + " and keep "
+                "it stable: a new key breaks the unsubscribe links already sent")
+        return v
+
     @field_validator("from_email", "reply_to", "unsubscribe_mailto")
     @classmethod
     def _address(cls, v: str | None) -> str | None:
+        _one_line(v)
         if v is not None and not re.fullmatch(r"[^@\s<>,]+@[^@\s<>,]+\.[^@\s<>,]+", v):
             raise ValueError(f"{v!r} is not an email address like name@example.org")
         return v
@@ -145,6 +209,24 @@ class Settings(_Section):
                 raise ValueError("must be an http(s) URL")
             _fields(v, {"issue"})
         return v
+
+    @field_validator("archive_url")
+    @classmethod
+    def _archive(cls, v: str | None) -> str | None:
+        if v is not None:
+            if not v.startswith(("https://", "http://")):
+                raise ValueError("must be an http(s) URL, the address the archive folder is served at")
+            if "{" in v or "?" in v or "#" in v:
+                raise ValueError("must be a plain folder URL like https://example.org/issues/")
+            v = v if v.endswith("/") else v + "/"
+        return v
+
+    @model_validator(mode="after")
+    def _view_online_default(self) -> Settings:
+        # one setting for both: the email's "view in browser" link points at the archive's page
+        if self.view_online_url is None and self.archive_url:
+            self.view_online_url = self.archive_url + "{issue}.html"
+        return self
 
     @property
     def templates_dir(self) -> Path:
@@ -180,6 +262,7 @@ ENV_OVERRIDES: dict[str, tuple[str | None, str]] = {
     "NEWSLETTER_UNSUBSCRIBE_URL": (None, "unsubscribe_url"),
     "NEWSLETTER_UNSUBSCRIBE_MAILTO": (None, "unsubscribe_mailto"),
     "NEWSLETTER_VIEW_ONLINE_URL": (None, "view_online_url"),
+    "NEWSLETTER_ARCHIVE_URL": (None, "archive_url"),
     "NEWSLETTER_PROVIDER": (None, "provider"),
     "NEWSLETTER_SECRET": (None, "secret"),
     "NEWSLETTER_SECRET_PREVIOUS": (None, "secret_previous"),
@@ -279,13 +362,22 @@ def _located(errors: list[tuple[tuple[str, ...], Any]], path: Path, text: str, e
     lines = []
     for table_loc, err in errors:
         loc = [*table_loc, *(str(p) for p in err["loc"])]
-        key = loc[-1] if loc else ""
-        table = loc[0] if len(loc) > 1 else None
-        var = next((v for v, (t, k) in ENV_OVERRIDES.items() if (t, k) == (table, key) and env.get(v)), None)
-        line = _line_of(text, key) if key else None
-        where = var or (f"{path}:{line}" if line else f"{path}")
+        var = _variable_for(loc, env)
+        key = next((part for part in reversed(loc) if not part.isdigit()), "")  # preview.0 -> preview
+        line = _line_of(text, key) if key and not var else None
+        where = f"environment variable {var}" if var else (f"{path}:{line}" if line else f"{path}")
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown setting; check the spelling (see Configuration in README.md)"
         lines.append(f"{where}: {'.'.join(loc)}: {msg}")
     return "\n".join(lines)
+
+
+def _variable_for(loc: list[str], env: Mapping[str, str]) -> str | None:
+    """The environment variable a wrong setting came from, if it came from one."""
+    if loc[:1] == ["preview"] and env.get("NEWSLETTER_PREVIEW_TO"):
+        return "NEWSLETTER_PREVIEW_TO"
+    for var, (table, key) in ENV_OVERRIDES.items():
+        if env.get(var) and loc[: 2 if table else 1] == ([table, key] if table else [key]):
+            return var
+    return None

@@ -80,13 +80,15 @@ class SendReport:
     requests: int = 0
     interrupted: bool = False
     provider_down: str = ""  # why the run stopped early, when the provider kept failing
+    quota_reached: str = ""  # why the run stopped early, when the daily quota was used up
+    other_workers: int = 0  # --worker: readers another worker took first
     html_bytes: int = 0
     warnings: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
         """Every reader waiting for the issue got it: nothing failed, unknown or left over."""
-        return not (self.failed or self.unsent or self.unknown or self.interrupted)
+        return not (self.failed or self.unsent or self.unknown or self.interrupted or self.quota_reached)
 
     def as_dict(self) -> dict[str, object]:
         data = {**asdict(self), "complete": self.complete}
@@ -150,20 +152,37 @@ class Dispatcher:
     on_progress: Callable[[int], None] = lambda n: None
     sleep: Callable[[float], None] = time.sleep
     suppressed: Callable[[list[str]], dict[str, str]] = lambda keys: {}  # see Selection
+    # several connections at once (parallel.py): makes each further connection's provider
+    more_connections: Callable[[], Provider] | None = None
+    connections: int = 1
+    pace: object | None = None  # parallel.Pace: the rate and the daily quota
+    claim: Callable[[list[Personalization]], list[Personalization]] | None = None  # --worker
 
     def __post_init__(self) -> None:
         self.envelope = self.personalizer.envelope()
         self.run_id = uuid.uuid4().hex[:8]
+        self.own_unknown: list[str] = []  # unknown in this run (not earlier ones): parallel sends
 
     def run(self, subscribers: SubscriberList) -> SendReport:
         """Send to every subscribed reader of the list who has not had this issue yet."""
-        todo = Selection(self.record, self.report, self.limit, self.resend_unknown,
-                         self.suppressed)(iter(subscribers))
+        parallel = None
+        if self.more_connections is not None and self.provider.max_batch == 1:
+            from .parallel import ParallelSend
+
+            providers = [self.provider] + [self.more_connections() for _ in range(self.connections - 1)]
+            parallel = ParallelSend(self, providers, self.pace, self.claim)  # type: ignore[arg-type]
+        record, suppressed = self.record, self.suppressed
+        if parallel is not None:  # one database connection: every use under one lock
+            record, suppressed = parallel.record, parallel.record.guard(suppressed)
+        todo = Selection(record, self.report, self.limit, self.resend_unknown, suppressed)(iter(subscribers))
         try:
-            while not self.stop.requested and (chunk := list(islice(todo, self.provider.max_batch))):
+            if parallel is not None:
+                parallel.run(subscribers, todo)
+            while not parallel and not self.stop.requested and (
+                    chunk := list(islice(todo, self.provider.max_batch))):
                 self.send_batch([self.personalizer(s) for s in chunk])
             if self.stop.requested:
-                self.report.interrupted = not self.report.provider_down
+                self.report.interrupted = not (self.report.provider_down or self.report.quota_reached)
                 # count the rest without sending, so the report is whole
                 self.report.left_for_later += sum(1 for _ in todo)
         finally:

@@ -1,64 +1,33 @@
-"""The issue file: YAML -> validated `Issue`, with every error located as FILE:LINE: field: message."""
+"""The issue file: YAML -> validated `Issue`, with every error located as FILE:LINE: field: message.
+
+An issue file is data from an editor's hands, or from anyone who can open a pull request: it must never
+crash, hang or fill the memory of `check`. So the file is bounded before it is parsed (size, characters),
+the YAML is bounded while it is parsed (no anchors or aliases, depth, node count, sections), and every
+text field is bounded before the expensive work (Markdown, merge fields) runs. Every problem in a file is
+reported at once, whichever stage found it.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from babel import Locale, UnknownLocaleError
-from markdown_it import MarkdownIt
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from ruamel.yaml import YAML
-from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.scalarstring import LiteralScalarString
 
-from . import merge
 from .errors import IssueError, Problem
-
-_md = MarkdownIt("commonmark", {"html": False})
-SAFE_MARKDOWN_SCHEMES = ("http://", "https://", "mailto:")
-
-
-def _one_line(v: str) -> str:
-    v = v.strip()
-    if "\n" in v or "\r" in v:
-        raise ValueError("must be one line (a line break in a mail header is header injection)")
-    return v
-
-
-def _http_url(v: str) -> str:
-    v = v.strip()
-    if not re.match(r"https?://[^\s/$.?#][^\s]*$", v, re.IGNORECASE):
-        raise ValueError(f"{v!r} is not an http(s) URL; write it as https://...")
-    return v
-
-
-def _with_merge_fields(v: str) -> str:
-    try:
-        merge.parse_fields(v)
-    except merge.MergeFieldError as e:
-        raise ValueError(str(e)) from None
-    return v
-
-
-def _safe_markdown(v: str) -> str:
-    """Markdown links and images must be http(s) (or mailto: for links)."""
-    _with_merge_fields(v)
-    for tok in _md.parse(v):
-        for child in tok.children or []:
-            target = child.attrGet("href") or child.attrGet("src")
-            if target and not str(target).lower().startswith(SAFE_MARKDOWN_SCHEMES):
-                raise ValueError(f"link {target!r}: only http(s) and mailto: links are allowed")
-    # markdown-it silently drops links it considers unsafe (javascript:): catch those too
-    if re.search(r"\]\(\s*(javascript|data|vbscript|file):", v, re.IGNORECASE):
-        raise ValueError("javascript:, data:, vbscript: and file: links are not allowed")
-    return v
-
+from .issuetext import (_NOT_YAML, MARKUP_CHARS, MAX_FILE_BYTES, MAX_FILE_LINES,
+                        MAX_MARKDOWN_CHARS, MAX_MARKUP, MAX_PROBLEMS, MAX_SECTIONS, MAX_TEXT_CHARS,
+                        MAX_YAML_NODES, Finding, describe_char, http_url, line_findings, markdown_findings,
+                        markdown_text, markdown_text_findings, one_line, shorten, with_merge_fields)
+from .issueyaml import Loc, _Constructor, _Guard, _GuardedParser, _Refused
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
@@ -68,7 +37,8 @@ class Link(_Model):
     label: str = Field(min_length=1)
     url: str
 
-    _url = field_validator("url")(_http_url)
+    _label = field_validator("label")(one_line)
+    _url = field_validator("url")(http_url)
 
 
 class Image(_Model):
@@ -76,10 +46,12 @@ class Image(_Model):
     alt: str
     caption: str | None = None
 
+    _caption = field_validator("caption")(one_line)
+
     @field_validator("src")
     @classmethod
     def _https(cls, v: str) -> str:
-        v = _http_url(v)
+        v = http_url(v)
         if not v.lower().startswith("https://"):
             raise ValueError("images must be served over https:// (mail clients block http images)")
         return v
@@ -87,9 +59,10 @@ class Image(_Model):
     @field_validator("alt")
     @classmethod
     def _alt(cls, v: str) -> str:
-        if not v.strip():
+        alt = one_line(v)
+        if not alt:
             raise ValueError("alt text is required: describe the picture for readers who cannot see it")
-        return v.strip()
+        return alt
 
 
 class Section(_Model):
@@ -98,8 +71,8 @@ class Section(_Model):
     links: list[Link] = Field(default_factory=list)
     image: Image | None = None
 
-    _title = field_validator("title")(_one_line)
-    _body = field_validator("body")(_safe_markdown)
+    _title = field_validator("title")(one_line)
+    _body = field_validator("body")(markdown_text)
 
 
 class Issue(_Model):
@@ -111,51 +84,45 @@ class Issue(_Model):
     intro: str | None = None
     outro: str | None = None
     template: str = "digest"
-    sections: list[Section] = Field(min_length=1)
+    sections: list[Section] = Field(min_length=1, max_length=MAX_SECTIONS)
     _root: Any = PrivateAttr(default=None)  # the YAML tree, for locating later findings
 
-    def line_of(self, *loc: str | int, at: int | None = None) -> int | None:
-        """The issue file's line for a field path, e.g. line_of("sections", 2, "image");
-        with `at`, the line of that character offset inside a `|` block's text."""
+    def line_of(self, *loc: str | int, at: int | None = None, text_line: int | None = None) -> int | None:
+        """The issue file's line for a field path, e.g. line_of("sections", 2, "image"); with `at` (a
+        character offset) or `text_line` (0 = first), a line inside that field's `|` block."""
         if self._root is None:
             return None
-        line = _line_for(self._root, loc)
-        value: Any = self._root
-        for part in loc:
-            try:
-                value = value[part]
-            except (KeyError, IndexError, TypeError):
-                return line
-        if at is not None and line is not None and isinstance(value, LiteralScalarString):
-            line += 1 + value[:at].count("\n")  # a literal block starts below its key, verbatim
-        return line
+        if at is not None and text_line is None:
+            value = _value_at(self._root, loc)
+            text_line = value[:at].count("\n") if isinstance(value, str) else None
+        return _line_in(self._root, loc, text_line)
 
     @field_validator("subject", mode="before")
     @classmethod
     def _subject(cls, v: Any) -> Any:
-        return _with_merge_fields(_one_line(v)) if isinstance(v, str) else v
+        return with_merge_fields(v) if isinstance(v, str) else v
 
-    _preheader = field_validator("preheader")(_one_line)
+    _preheader = field_validator("preheader")(one_line)
 
-    @field_validator("title")
-    @classmethod
-    def _title(cls, v: str) -> str:
-        return _with_merge_fields(_one_line(v))
-    _prose = field_validator("intro", "outro")(_safe_markdown)
+    _title = field_validator("title")(with_merge_fields)
+
+    _prose = field_validator("intro", "outro")(markdown_text)
 
     @field_validator("language")
     @classmethod
     def _language(cls, v: str) -> str:
         try:
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,35}", v):
+                raise ValueError
             Locale.parse(v.replace("-", "_"))
         except (ValueError, UnknownLocaleError):
-            raise ValueError(f"{v!r} is not a known BCP 47 language tag (e.g. en, ru, pt-BR)") from None
+            raise ValueError(f"{shorten(v)!r} is not a known BCP 47 language tag (e.g. en, ru, pt-BR)") from None
         return v
 
     @field_validator("template")
     @classmethod
     def _template(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", v):
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", v):
             raise ValueError("a template name is letters, digits, - and _ (a file in templates/)")
         return v
 
@@ -173,20 +140,24 @@ class Issue(_Model):
         return [(loc, text) for loc, text in found if text]
 
 
-# --- loading ----------------------------------------------------------------------------------------
+# --- locating -----------------------------------------------------------------------------------------
 
 
-def _plain(node: Any) -> Any:
-    if isinstance(node, CommentedMap):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, CommentedSeq):
-        return [_plain(v) for v in node]
-    if isinstance(node, str):
-        return str(node)  # ruamel's scalar string subclasses -> plain str
-    return node
+def _field(loc: Loc) -> str:
+    return ".".join(shorten(str(p), 40) for p in loc)
 
 
-def _line_for(root: Any, loc: tuple[Any, ...]) -> int | None:
+def _value_at(root: Any, loc: Loc) -> Any:
+    value = root
+    for part in loc:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return value
+
+
+def _line_for(root: Any, loc: Loc) -> int | None:
     """1-based line of the deepest key or item of `loc` that exists in the YAML tree."""
     node, line = root, None
     for part in loc:
@@ -206,6 +177,28 @@ def _line_for(root: Any, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
+def _line_in(root: Any, loc: Loc, text_line: int | None) -> int | None:
+    """The file line of line `text_line` of the text at `loc`: exact inside a `|` block (it starts on
+    the line below its key, verbatim); otherwise the key's line."""
+    line = _line_for(root, loc)
+    if text_line is not None and line is not None and isinstance(_value_at(root, loc), LiteralScalarString):
+        line += 1 + text_line
+    return line
+
+
+# --- loading ------------------------------------------------------------------------------------------
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, CommentedMap):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, CommentedSeq):
+        return [_plain(v) for v in node]
+    if isinstance(node, str):
+        return str(node)  # ruamel's scalar string subclasses -> plain str
+    return node
+
+
 def _message(err: Mapping[str, Any]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -213,54 +206,167 @@ def _message(err: Mapping[str, Any]) -> str:
     if kind == "missing":
         return "required field is missing"
     if kind == "string_type":
-        # e.g. `body: ![img](...)`: YAML reads a leading ! as a tag, [ or { as a list or mapping
+        # e.g. `body: [link](...)`: YAML reads a leading [ or { as a list or mapping
         return "must be text; quote it, or write Markdown as a `|` block on the next lines"
     msg = err["msg"]
     return msg.removeprefix("Value error, ")
 
 
-class _Constructor(RoundTripConstructor):
-    """Leaves dates as text so that pydantic validates them (2021-02-30 becomes a located error,
-    not an exception thrown by the YAML loader)."""
+def _too_big(path: Path | str) -> Problem:
+    return Problem(path, 1, "", f"the file is over {MAX_FILE_BYTES:,} bytes; an issue file is text (the "
+                                "13-section example is 15 KB): is this the right file?")
 
 
-_Constructor.add_constructor("tag:yaml.org,2002:timestamp", lambda self, node: self.construct_scalar(node))
+def _file_problems(text: str, path: Path | str) -> list[Problem]:
+    """What must be refused before YAML sees the text: its size, and characters YAML cannot read."""
+    if len(text) > MAX_FILE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        return [_too_big(path)]
+    if (lines := text.count("\n")) > MAX_FILE_LINES:
+        return [Problem(path, MAX_FILE_LINES + 1, "", f"the file has {lines:,} lines; at most {MAX_FILE_LINES:,} "
+                                                      "(the 13-section example has 150): is this the right file?")]
+    found: list[Problem] = []
+    last_line = 0
+    for m in _NOT_YAML.finditer(text):
+        line = text.count("\n", 0, m.start()) + 1
+        if line != last_line:  # one per line is enough
+            found.append(Problem(path, line, "", f"{describe_char(m.group())} is not allowed in an issue file; delete it "
+                                                 "(a text editor may show it as a box or ^@)"))
+            last_line = line
+        if len(found) >= 20:
+            break
+    return found
+
+
+def _text_fields(data: Mapping[str, Any]) -> Iterator[tuple[Loc, Any, str]]:
+    """(field path, raw value, kind) of every text field in the raw YAML data, valid or not."""
+    for key, kind in (("subject", "merge"), ("preheader", "line"), ("title", "merge"), ("intro", "markdown")):
+        yield (key,), data.get(key), kind
+    sections = data.get("sections")
+    for i, section in enumerate(sections[:MAX_SECTIONS] if isinstance(sections, list) else []):
+        if not isinstance(section, Mapping):
+            continue
+        yield ("sections", i, "title"), section.get("title"), "line"
+        yield ("sections", i, "body"), section.get("body"), "markdown"
+        links = section.get("links")
+        for j, link in enumerate(links[:MAX_YAML_NODES] if isinstance(links, list) else []):
+            if isinstance(link, Mapping):
+                yield ("sections", i, "links", j, "label"), link.get("label"), "line"
+        image = section.get("image")
+        if isinstance(image, Mapping):
+            yield ("sections", i, "image", "alt"), image.get("alt"), "line"
+            yield ("sections", i, "image", "caption"), image.get("caption"), "line"
+    yield ("outro",), data.get("outro"), "markdown"
+
+
+def text_findings(data: Mapping[str, Any]) -> list[tuple[Loc, Finding]]:
+    """Every finding in the text fields of raw issue data, whether or not the issue validates:
+    control characters, lengths, merge fields, the issue's Markdown budget, links and images."""
+    found: list[tuple[Loc, Finding]] = []
+    markdown: list[tuple[Loc, str]] = []
+    chars = marks = 0
+    over_budget = False
+    for loc, value, kind in _text_fields(data):
+        if not isinstance(value, str):
+            continue  # pydantic reports the type
+        if kind != "markdown":
+            found += [(loc, f) for f in line_findings(value, merge_fields=kind == "merge")]
+            continue
+        found += [(loc, f) for f in markdown_text_findings(value)]
+        if len(value) > MAX_MARKDOWN_CHARS:
+            continue  # reported above, once is enough
+        chars += len(value)
+        marks += sum(value.count(c) for c in MARKUP_CHARS)
+        if not over_budget and chars > MAX_TEXT_CHARS:
+            over_budget = True
+            found.append((loc, Finding(None, f"the issue's Markdown is over {MAX_TEXT_CHARS:,} characters by here; an "
+                                             "email that long is clipped by Gmail: shorten it or split the issue")))
+        elif not over_budget and marks > MAX_MARKUP:
+            over_budget = True
+            found.append((loc, Finding(None, f"the issue's Markdown has over {MAX_MARKUP:,} marks ([ * _ ~ ` < & and "
+                                             "line breaks) by here; a long issue has a few hundred: is this text "
+                                             "meant to be Markdown?")))
+        markdown.append((loc, value))
+    if not over_budget:  # parsing Markdown is the costly part: only within the budget
+        for loc, value in markdown:
+            found += [(loc, f) for f in markdown_findings(value)]
+    return found
+
+
+def _under(loc: Loc, claimed: set[Loc]) -> bool:
+    return any(loc[:n] in claimed for n in range(len(loc) + 1))
+
+
+def _finish(problems: list[Problem]) -> list[Problem]:
+    """De-duplicated, in line order, at most MAX_PROBLEMS."""
+    unique = sorted(dict.fromkeys(problems), key=lambda p: p.line or 0)
+    if len(unique) > MAX_PROBLEMS:
+        rest = len(unique) - MAX_PROBLEMS
+        unique = unique[:MAX_PROBLEMS] + [Problem(unique[0].file, unique[MAX_PROBLEMS].line, "",
+                                                  f"... and {rest:,} more problems; fix these first")]
+    return unique
 
 
 def parse_issue(text: str, path: Path | str, *, default_language: str = "en") -> Issue:
     """Validate issue-file text; raises IssueError listing every problem with its line."""
+    if found := _file_problems(text, path):
+        raise IssueError(found)
+    guard = _Guard()
     yaml = YAML(typ="rt")
     yaml.Constructor = _Constructor
+    yaml.Parser = _GuardedParser
+    yaml.issue_guard = guard  # type: ignore[attr-defined]  # read by _GuardedParser
+
+    def guarded() -> list[Problem]:
+        return [Problem(path, line, _field(loc), message) for loc, line, message in guard.found]
+
     try:
         root = yaml.load(text)
+    except _Refused:
+        raise IssueError(_finish(guarded())) from None
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark else None
-        raise IssueError([Problem(path, line, "yaml", f"{e.problem or e}; fix the YAML syntax")]) from None
+        line = mark.line + 1 if mark else 1
+        found = guarded()
+        if not any(p.line == line for p in found):  # e.g. `<<: *base` fails once its alias is gone
+            found.append(Problem(path, line, "yaml", f"{e.problem or e}; fix the YAML syntax"))
+        raise IssueError(_finish(found)) from None
+    except YAMLError as e:
+        raise IssueError(_finish(guarded() + [Problem(path, 1, "yaml", f"{e}; fix the YAML syntax")])) from None
     if not isinstance(root, CommentedMap):
         raise IssueError([Problem(path, 1, "", "an issue file is a YAML mapping (subject:, date:, sections:, ...)")])
     data = _plain(root)
     data.setdefault("language", default_language)
+    findings = text_findings(data)
+    problems = guarded()
+    claimed = {loc for loc, _, _ in guard.found} | {loc for loc, f in findings if f.invalid}
     try:
         issue = Issue.model_validate(data)
     except ValidationError as e:
-        problems = []
         for err in e.errors():
             loc = tuple(err["loc"])
-            field = ".".join(str(p) for p in loc)
-            problems.append(Problem(path, _line_for(root, loc), field, _message(err)))
-        problems.sort(key=lambda p: p.line or 0)
-        raise IssueError(problems) from None
-    issue._root = root
+            if not _under(loc, claimed):  # our own finding there says more, with a better line
+                problems.append(Problem(path, _line_for(root, loc), _field(loc), _message(err)))
+    else:
+        issue._root = root
+    if problems or any(f.invalid for _, f in findings):
+        problems += [Problem(path, _line_in(root, loc, f.line), _field(loc), f.message)
+                     for loc, f in findings if f.severity == "error"]
+        raise IssueError(_finish(problems))
     return issue
 
 
 def load_issue(path: Path, *, default_language: str = "en") -> Issue:
     """Read and validate an issue file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)  # never more: the file may be huge, or /dev/zero
     except FileNotFoundError:
         raise IssueError([Problem(path, None, "", "no such issue file")]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise IssueError([_too_big(path)])
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise IssueError([Problem(path, None, "", f"not UTF-8 text ({e.reason}); save it as UTF-8")]) from None
+        line = data.count(b"\n", 0, e.start) + 1
+        raise IssueError([Problem(path, line, "", f"not UTF-8 text ({e.reason}); save it as UTF-8")]) from None
     return parse_issue(text, path, default_language=default_language)

@@ -1,30 +1,55 @@
 """Merge fields: `{{ subscriber.name | default("reader") }}` inside an issue's prose.
 
 Prose is rendered once per issue with each merge field replaced by a placeholder token; per recipient
-only the tokens are filled. A field is one Jinja *expression* over `subscriber`; statements (`{% %}`)
-are refused so that the render-once/fill-per-recipient split stays exact.
+only the tokens are filled. A merge field is a strict little grammar, checked when the issue is checked:
+
+    {{ subscriber.<column> }}  or  {{ subscriber['column'] }}
+    optionally piped through the filters in ALLOWED_FILTERS, whose arguments are text or number literals
+
+Nothing else: no arithmetic ('x' * 3000000000 fills the memory), no `'%s' % subscriber` (the whole row
+would be mailed), no attribute chains or method calls (''.__class__.__mro__ is a sandbox escape), no
+`{% %}` statements (they would break the render-once/fill-per-recipient split). An issue file is data.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import TemplateSyntaxError, meta
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import Environment, TemplateSyntaxError, Undefined, nodes
 
-FIELD_RE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 STATEMENT_RE = re.compile(r"\{%|\{#")
 
-# Prose expressions run in a sandbox: an issue file is data, not code.
-_env = SandboxedEnvironment(autoescape=False)
+# A merge field is a column name and a filter or two; a longer one is a mistake or an attack, and the
+# cap bounds what the Jinja parser is given (deep parentheses would exhaust its recursion).
+MAX_EXPRESSION_CHARS = 200
+# Per text field: a handful is normal (a name in the greeting); the cap bounds the parsing work.
+MAX_FIELDS_PER_TEXT = 20
+# Filter name -> the most literal arguments it takes. `e`/`escape` is left out on purpose: values are
+# HTML-escaped for the HTML part already (it would escape twice), and the text part must stay raw.
+# `replace` is left out because it can multiply a value's length for every recipient.
+ALLOWED_FILTERS: dict[str, int] = {
+    "default": 1, "d": 1,  # default("reader"): shown when the reader's cell is missing or empty
+    "title": 0, "upper": 0, "lower": 0, "capitalize": 0,
+    "trim": 1,  # trim(), or trim(".") to strip given characters
+}
+EXAMPLE = '{{ subscriber.name | default("reader") }}'
+
+# Only parsed, never rendered: a field is evaluated by `compile_field` from its checked shape.
+_env = Environment(autoescape=False)
 
 
 class MergeFieldError(ValueError):
-    """A merge field that cannot work; the message says how to write it."""
+    """A merge field that cannot work; the message says how to write it.
+
+    `offset` is where the field starts in its text (for the line number), when known."""
+
+    def __init__(self, message: str, offset: int | None = None):
+        super().__init__(message)
+        self.offset = offset
 
 
 @dataclass(frozen=True)
@@ -33,63 +58,177 @@ class MergeField:
     evaluate: Callable[[Mapping[str, Any]], str]
 
 
-def parse_fields(text: str) -> list[str]:
-    """The merge-field expressions in `text`, validated; raises MergeFieldError."""
-    if STATEMENT_RE.search(text):
-        raise MergeFieldError(
-            "only {{ subscriber.<field> }} merge fields are allowed here, not {% ... %} or {# ... #}"
-        )
-    exprs = []
-    for m in FIELD_RE.finditer(text):
-        expr = m.group(1).strip()
-        try:
-            ast = _env.parse("{{ " + expr + " }}")
-        except TemplateSyntaxError as e:
-            raise MergeFieldError(f"merge field {{{{ {expr} }}}}: {e.message}") from None
-        names = meta.find_undeclared_variables(ast)
+@dataclass(frozen=True)
+class _Shape:
+    """A checked merge field: the column it reads and the filters applied to it, in order."""
+
+    column: str
+    filters: tuple[tuple[str, tuple[Any, ...]], ...]
+
+
+def _spans(text: str) -> Iterator[tuple[int, int, str]]:
+    """(start, end, stripped expression) of every `{{ ... }}` in text, in order.
+
+    str.find keeps this linear: a regex like `\\{\\{(.*?)\\}\\}` rescans to the end of the text from
+    every unclosed `{{`, which took 30 s on 40 KB of `{{`. An unclosed `{{` ends the scan with
+    MergeFieldError."""
+    pos = 0
+    while (start := text.find("{{", pos)) != -1:
+        end = text.find("}}", start + 2)
+        if end == -1:
+            raise MergeFieldError("unclosed merge field: '{{' without '}}'", start)
+        yield start, end + 2, text[start + 2:end].strip()
+        pos = end + 2
+
+
+def _shown(expr: str) -> str:
+    """The field as the editor wrote it, on one line."""
+    return "{{ " + " ".join(expr.split()) + " }}"
+
+
+def _literal(node: nodes.Node) -> bool:
+    if isinstance(node, nodes.Const):
+        return isinstance(node.value, (str, int, float, bool))
+    return isinstance(node, (nodes.Neg, nodes.Pos)) and isinstance(node.node, nodes.Const) \
+        and isinstance(node.node.value, (int, float))
+
+
+def _column(node: nodes.Node, shown: str) -> str:
+    """The column a `subscriber.x` / `subscriber['x']` node reads; MergeFieldError for anything else."""
+    if isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name) and node.node.name == "subscriber":
+        column = node.attr
+    elif (isinstance(node, nodes.Getitem) and isinstance(node.node, nodes.Name) and node.node.name == "subscriber"
+          and isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str)):
+        column = node.arg.value
+    else:
+        names = {n.name for n in node.find_all(nodes.Name)} | ({node.name} if isinstance(node, nodes.Name) else set())
         if names - {"subscriber"}:
             bad = ", ".join(sorted(names - {"subscriber"}))
-            raise MergeFieldError(
-                f"merge field {{{{ {expr} }}}} uses {bad}; only subscriber.<column> is available, "
-                'e.g. {{ subscriber.name | default("reader") }}'
-            )
-        exprs.append(expr)
-    if "{{" in FIELD_RE.sub("", text):
-        raise MergeFieldError("unclosed merge field: '{{' without '}}'")
-    return exprs
+            raise MergeFieldError(f"merge field {shown} uses {bad}; only subscriber.<column> is available, "
+                                  f"e.g. {EXAMPLE}")
+        raise MergeFieldError(
+            f"merge field {shown} is not allowed: write subscriber.<column> or subscriber['column'], "
+            f"optionally followed by | and one of {', '.join(ALLOWED_FILTERS)}, e.g. {EXAMPLE}"
+        )
+    if not column or column.startswith("_"):
+        raise MergeFieldError(f"merge field {shown}: a column name must not be empty or start with _")
+    return column
+
+
+def _shape(expr: str) -> _Shape:
+    """Check one expression against the grammar; raises MergeFieldError saying how to write it."""
+    shown = _shown(expr)
+    if len(expr) > MAX_EXPRESSION_CHARS:
+        raise MergeFieldError(f"merge field of {len(expr):,} characters: a merge field is subscriber.<column> "
+                              f"and a filter or two (at most {MAX_EXPRESSION_CHARS} characters)")
+    try:
+        body = _env.parse("{{ " + expr + " }}").body
+    except TemplateSyntaxError as e:
+        raise MergeFieldError(f"merge field {shown}: {e.message}") from None
+    except RecursionError:  # pathological nesting, e.g. 150 parentheses
+        raise MergeFieldError(f"merge field {shown} is nested too deeply; write subscriber.<column>") from None
+    if len(body) != 1 or not isinstance(body[0], nodes.Output) or len(body[0].nodes) != 1:
+        raise MergeFieldError(f"merge field {shown}: write one expression, e.g. {EXAMPLE}")
+    node: Any = body[0].nodes[0]
+    filters: list[tuple[str, tuple[Any, ...]]] = []
+    while isinstance(node, nodes.Filter):
+        if node.name not in ALLOWED_FILTERS:
+            raise MergeFieldError(f"merge field {shown}: filter {node.name!r} is not allowed; "
+                                  f"the allowed filters are {', '.join(ALLOWED_FILTERS)}")
+        if node.kwargs or node.dyn_args or node.dyn_kwargs or not all(_literal(a) for a in node.args):
+            raise MergeFieldError(f"merge field {shown}: filter {node.name} takes only text or number "
+                                  'literals, e.g. default("reader")')
+        if len(node.args) > ALLOWED_FILTERS[node.name]:
+            raise MergeFieldError(f"merge field {shown}: filter {node.name} takes at most "
+                                  f"{ALLOWED_FILTERS[node.name]} argument(s)")
+        filters.append((node.name, tuple(a.as_const() for a in node.args)))
+        node = node.node
+    return _Shape(_column(node, shown), tuple(reversed(filters)))
+
+
+@lru_cache(maxsize=1024)
+def _checked(expr: str) -> _Shape:
+    """_shape, remembered: the same few fields recur in every text and at every render."""
+    return _shape(expr)
+
+
+def field_problems(text: str) -> list[tuple[int, str]]:
+    """Every merge-field problem in text, as (character offset, message); empty when all is well."""
+    found: list[tuple[int, str]] = []
+    if m := STATEMENT_RE.search(text):
+        found.append((m.start(), "only {{ subscriber.<field> }} merge fields are allowed here, "
+                                 "not {% ... %} or {# ... #}"))
+    count = 0
+    try:
+        for start, _end, expr in _spans(text):
+            count += 1
+            if count > MAX_FIELDS_PER_TEXT:
+                found.append((start, f"more than {MAX_FIELDS_PER_TEXT} merge fields in one text; "
+                                     "a newsletter needs a few (the reader's name, say)"))
+                break
+            try:
+                _checked(expr)
+            except MergeFieldError as e:
+                found.append((start, str(e)))
+    except MergeFieldError as e:
+        found.append((e.offset or 0, str(e)))
+    return found
+
+
+def parse_fields(text: str) -> list[str]:
+    """The merge-field expressions in `text`, validated; raises MergeFieldError (the first problem)."""
+    problems = field_problems(text)
+    if problems:
+        offset, message = problems[0]
+        raise MergeFieldError(message, offset)
+    return [expr for _start, _end, expr in _spans(text)]
 
 
 def referenced_columns(text: str) -> set[str]:
     """Subscriber columns a text's merge fields read (`subscriber.x` and `subscriber['x']`)."""
-    cols = set()
-    for expr in parse_fields(text):
-        cols.update(re.findall(r"subscriber\.(\w+)", expr))
-        cols.update(re.findall(r"subscriber\[['\"](\w+)['\"]\]", expr))
-    return cols
+    return {_checked(expr).column for expr in parse_fields(text)}
 
 
 def compile_field(expr: str) -> MergeField:
-    """Compile one expression into a function of the subscriber's fields."""
-    template = _env.from_string("{{ " + expr + " }}")
+    """Compile one checked expression into a function of the subscriber's fields.
+
+    The field is evaluated from its checked shape with Jinja's own filter functions, not by rendering a
+    template: nothing but a column lookup and the allowed filters can run."""
+    shape = _checked(expr)
+    steps = [(_env.filters[name], args) for name, args in shape.filters]
 
     def evaluate(subscriber: Mapping[str, Any]) -> str:
-        # empty columns are left out, so `default("reader")` applies to a blank name
-        present = {k: v for k, v in subscriber.items() if v not in (None, "")}
-        return template.render(subscriber=present)
+        value = subscriber.get(shape.column)
+        # an empty cell counts as missing, so that `default("reader")` applies to a blank name
+        current: Any = Undefined() if value in (None, "") else value
+        for function, args in steps:
+            current = function(current, *args)
+        return str(current)
 
     return MergeField(expr, evaluate)
 
 
 def tokenize(text: str, token_for: Callable[[str], str]) -> str:
-    """Replace each merge field in `text` with the token `token_for(expression)` returns."""
-    return FIELD_RE.sub(lambda m: token_for(m.group(1).strip()), text)
+    """Replace each merge field in `text` with the token `token_for(expression)` returns.
+
+    Text after an unclosed `{{` is left as it is (validation reports it)."""
+    out: list[str] = []
+    pos = 0
+    try:
+        for start, end, expr in _spans(text):
+            out += [text[pos:start], token_for(expr)]
+            pos = end
+    except MergeFieldError:
+        pass
+    out.append(text[pos:])
+    return "".join(out)
 
 
 class Filler:
     """A string with placeholder tokens, split once so that filling it is one join.
 
     Tokens look like NLMF<n>H (value HTML-escaped) or NLMF<n>T (value raw): letters and digits only,
-    so Markdown, MJML, premailer and html2text all pass them through untouched.
+    so Markdown, MJML, premailer and the text part all pass them through untouched.
     """
 
     TOKEN_RE = re.compile(r"NLMF(\d+)[HT]")
@@ -105,12 +244,6 @@ class Filler:
             out.append(values[slot])
             out.append(literal)
         return "".join(out)
-
-
-@lru_cache(maxsize=16)
-def filler(text: str) -> Filler:
-    """The Filler for `text`, split once: the issue's render and each send's envelope share it."""
-    return Filler(text)
 
 
 def token(slot: int, html: bool) -> str:

@@ -56,9 +56,11 @@ _WIRE = {False: POLICY.clone(linesep="\r\n"), True: POLICY.clone(linesep="\r\n",
 
 def _headers(envelope: Envelope, p: Personalization, subject: str) -> list[tuple[str, object]]:
     """One recipient's top-level headers, in order, as assigned (the policy parses them)."""
+    # username/domain, not addr_spec: addr_spec refuses a non-ASCII local part even for SMTPUTF8
+    local, _, domain = p.email.rpartition("@")
     headers: list[tuple[str, object]] = [
         ("From", formataddr((envelope.from_name, envelope.from_email))),
-        ("To", Address(display_name=p.name, addr_spec=p.email) if p.name else p.email),
+        ("To", Address(display_name=p.name, username=local, domain=domain) if p.name else p.email),
     ]
     if envelope.reply_to:
         headers.append(("Reply-To", envelope.reply_to))

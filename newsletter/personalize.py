@@ -5,14 +5,14 @@ The issue is rendered once (render.py); here we only compute the few strings tha
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 from urllib.parse import quote
 
 from .config import Settings
 from .message import Envelope, Personalization, Rendered
 from .subscribers import Subscriber
+from .tokens import unsubscribe_token, verify_unsubscribe_token
+
+__all__ = ["Personalizer", "sample_message", "html_size", "unsubscribe_token", "verify_unsubscribe_token"]  # tokens: re-exported
 
 # The reader every preview shows (render, check, preview, the HTML size): no name, so that
 # `default(...)` fallbacks show. Its unsubscribe token is signed with a fixed key: it has the length
@@ -20,17 +20,6 @@ from .subscribers import Subscriber
 SAMPLE_SUBSCRIBER = Subscriber(email="reader@example.com", name="", status="subscribed",
                                fields={"email": "reader@example.com"}, line=0)
 SAMPLE_SECRET = "sample-only: not a real key, links signed with it are refused"
-
-
-def unsubscribe_token(secret: str, email: str) -> str:
-    """HMAC-SHA256 of the address (case-insensitive), base64url, 128 bits: unguessable per reader."""
-    digest = hmac.new(secret.encode(), email.casefold().encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
-
-
-def verify_unsubscribe_token(secret: str, email: str, token: str) -> bool:
-    """True when `token` was issued for `email` with `secret`; for your unsubscribe endpoint."""
-    return hmac.compare_digest(unsubscribe_token(secret, email), token)
 
 
 class Personalizer:

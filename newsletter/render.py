@@ -9,13 +9,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-import html2text
 import mjml
 from babel.dates import format_date
 from jinja2 import TemplateNotFound, UndefinedError
 from markdown_it import MarkdownIt
+from markdown_it.renderer import RendererHTML
+from markdown_it.token import Token
+from markdown_it.utils import EnvType, OptionsDict
 
-from . import merge
+from . import merge, plaintext
+from .colors import palette
 from .config import Settings
 from .errors import NewsletterError
 from .inline import Inliner
@@ -23,7 +26,12 @@ from .issue import Issue
 from .message import UNSUBSCRIBE_SLOT, Rendered
 from .templating import TemplateSet
 
-_MD_LINK = re.compile(r"\[([^\]]*)\]\((\S+?)\)")
+# A preheader is followed by this filler so that inbox previews stop after it instead of running
+# on into the header ("NEWSLETTER · March 31, ..."): a combining grapheme joiner, a zero-width
+# non-joiner and a no-break space per step (clients collapse plain spaces), as characters, not
+# entities (7 bytes a step instead of 18).
+PREHEADER_FILLER = "\u034f\u200c\u00a0" * 90
+_HTML_TOKEN = re.compile(r"NLMF(\d+)H")  # merge.token(n, html=True)
 
 
 class _Slots:
@@ -50,7 +58,9 @@ class Renderer:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.templates = TemplateSet(settings.templates_dir)
-        self.markdown = MarkdownIt("commonmark", {"html": False}).enable("table").enable("strikethrough")
+        self.markdown = _markdown()
+        self.text = plaintext.TextRenderer()
+        self.templates.env.filters.update(wrap=plaintext.wrap, underline=plaintext.underline)
         self._inliner: Inliner | None = None  # premailer loads on the first render
 
     @property
@@ -60,21 +70,20 @@ class Renderer:
         return self._inliner
 
     def markdown_to_text(self, source: str) -> str:
-        """Markdown -> readable plain text; links become `label (URL)`."""
-        text = _html2text().handle(self.markdown.render(source)).strip()
+        """Markdown -> plain text wrapped at plaintext.WIDTH columns; links become `label (URL)`."""
+        return self.text.render(self.markdown.parse(source))
 
-        def link(m: re.Match[str]) -> str:
-            label, url = m.group(1), m.group(2)
-            return url if label.strip() in ("", url) else f"{label} ({url})"
-
-        return _MD_LINK.sub(link, text)
-
-    def _prose(self, source: str | None, slots: _Slots) -> tuple[str, str]:
-        """Markdown with merge fields -> (HTML with H tokens, text with T tokens)."""
+    def _prose(self, source: str | None, slots: _Slots, level: int = 2) -> tuple[str, str]:
+        """Markdown with merge fields -> (HTML with H tokens, text with T tokens). Its headings
+        start at <h{level}> (`#` is h{level}), below the headings the template puts above it.
+        Parsed once for both parts: the tokens differ only in their last letter."""
         if not source:
             return "", ""
-        html = self.markdown.render(slots.tokenizer(True)(source))
-        return html, self.markdown_to_text(slots.tokenizer(False)(source))
+        env = {"heading_level": level}
+        tokens = self.markdown.parse(slots.tokenizer(True)(source), env)
+        html = self.markdown.renderer.render(tokens, self.markdown.options, env)
+        text = _HTML_TOKEN.sub(lambda m: merge.token(int(m.group(1)), False), self.text.render(tokens))
+        return html, text
 
     def context(self, issue: Issue, stem: str, slots: _Slots) -> dict[str, object]:
         """The variables every template receives (README: "Writing a template")."""
@@ -82,7 +91,7 @@ class Renderer:
         labels = self.templates.labels(issue.language)
         sections = []
         for s in issue.sections:
-            body_html, body_text = self._prose(s.body, slots)
+            body_html, body_text = self._prose(s.body, slots, level=3)  # under the section's h2
             sections.append({"section": s, "html": body_html, "text": body_text})
         intro_html, intro_text = self._prose(issue.intro, slots)
         outro_html, outro_text = self._prose(issue.outro, slots)
@@ -91,6 +100,8 @@ class Renderer:
             "issue": issue,
             "settings": settings,
             "brand": settings.brand,
+            "palette": palette(settings.brand),
+            "preheader_filler": PREHEADER_FILLER,
             "labels": labels,
             "lang": issue.language,
             "date": format_date(issue.date, format="long", locale=issue.language.replace("-", "_")),
@@ -134,11 +145,22 @@ class Renderer:
         return Rendered(issue, stem, subject, html, re.sub(r"\n{3,}", "\n\n", text), mjml_src, fields)
 
 
-def _html2text() -> html2text.HTML2Text:
-    h = html2text.HTML2Text()
-    h.body_width = 0  # no hard wraps: they break long URLs
-    h.ignore_images = True
-    h.ignore_emphasis = True
-    h.ul_item_mark = "-"
-    h.unicode_snob = True
-    return h
+def _markdown() -> MarkdownIt:
+    """CommonMark with tables, strikethrough and bare http(s) URLs made links; raw HTML off."""
+    md = MarkdownIt("commonmark", {"html": False, "linkify": True})
+    md.enable(["table", "strikethrough", "linkify"])
+    # only what starts with http(s):// or is an email address: no "setup.py" made a link
+    linkify = md.linkify
+    assert linkify is not None  # linkify-it-py, a dependency
+    linkify.set({"fuzzy_link": False})
+    linkify.add("ftp:", None).add("//", None)  # issue links are http(s) or mailto only
+
+    def heading(self: RendererHTML, tokens: list[Token], idx: int, options: OptionsDict, env: EnvType) -> str:
+        token = tokens[idx]
+        level = int(token.tag[1]) + int(env.get("heading_level", 1)) - 1
+        token.tag = f"h{min(level, 6)}"
+        return self.renderToken(tokens, idx, options, env)
+
+    md.add_render_rule("heading_open", heading)
+    md.add_render_rule("heading_close", heading)
+    return md

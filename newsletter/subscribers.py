@@ -2,16 +2,21 @@
 
 Memory stays flat in the list's length: rows are streamed, and the "seen" set for de-duplication
 lives in a temporary on-disk SQLite table rather than a Python set (1M addresses in a set ~ 100 MB).
+A bad row (a broken quote, an oversized or control-character field) is reported and skipped; it
+never aborts the list, and one row never takes more than MAX_ROW characters of memory.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 import sqlite3
+import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn, TextIO
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -19,6 +24,41 @@ from .errors import Problem, SubscriberListError
 
 STATUSES = ("subscribed", "unsubscribed", "bounced", "complained")
 RESERVED = ("email", "name", "status")
+MAX_ADDRESS_FIELD = 1_000  # characters in `email` and `name` (and in a column name)
+MAX_FIELD = 10_000  # characters in any other column
+MAX_ROW = 1_000_000  # characters one row (all its lines) may take while it is read
+
+# Cc (C0, DEL, C1: NUL, TAB, CR, LF, U+0085 ...) and the Unicode line and paragraph separators
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# what looks like an address, for naming readers in messages; linear time on hostile text: a match
+# starts only where a run of local-part characters starts, and every repetition is bounded
+_ADDRESS = re.compile(r"(?<![\w.+'&%=~-])[\w.+'&%=~-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def address_key(email: str) -> str:
+    """The one identity of an address: de-duplication, the send record and unsubscribe tokens.
+
+    The domain is compared case-insensitively; the local part only in A-Z, so that distinct
+    mailboxes such as straße@ and strasse@ stay apart (str.casefold() would merge them).
+    """
+    if not email.isascii():
+        email = unicodedata.normalize("NFC", email)  # as email-validator normalizes it
+    local, at, domain = email.rpartition("@")
+    if not at:
+        return email.translate(_ASCII_LOWER)
+    return f"{local.translate(_ASCII_LOWER)}@{domain.lower()}"
+
+
+def describe_control(value: str) -> str | None:
+    """`a line break (U+000A) at character 5` for the first control character in value, or None."""
+    m = _CONTROL.search(value)
+    if m is None:
+        return None
+    ch = m.group()
+    kind = {"\n": "a line break", "\r": "a carriage return", "\t": "a tab", "\x00": "a NUL character",
+            "\x85": "a line break", "\u2028": "a line separator", "\u2029": "a paragraph separator"}
+    return f"{kind.get(ch, 'a control character')} (U+{ord(ch):04X}) at character {m.start() + 1}"
 
 
 @dataclass(frozen=True)
@@ -31,8 +71,8 @@ class Subscriber:
 
     @property
     def key(self) -> str:
-        """Identity for de-duplication and the send record: case-insensitive."""
-        return self.email.casefold()
+        """Identity for de-duplication and the send record: see address_key."""
+        return address_key(self.email)
 
 
 def resolve_list(spec: str, root: Path) -> Path:
@@ -42,11 +82,86 @@ def resolve_list(spec: str, root: Path) -> Path:
     return root / "subscribers" / f"{spec}.csv"
 
 
+class _RowTooLong(Exception):
+    """Raised from inside csv.reader's input: the row being read passed MAX_ROW characters."""
+
+
+class _Lines:
+    """The file's lines for csv.reader, numbered, with the current row's text kept (up to
+    MAX_ROW characters) so that a broken row can be described. csv.reader starts afresh on the
+    next line after any error, which is what lets one bad row be skipped."""
+
+    def __init__(self, f: TextIO, cap: int = MAX_ROW):
+        self.f = f
+        self.cap = cap
+        self.lineno = 0  # lines handed out (or skipped) so far
+        self.start = 1  # first line of the current row
+        self.text: list[str] = []  # the current row's lines
+        self.used = 0
+
+    def begin(self) -> None:
+        self.start = self.lineno + 1
+        self.text.clear()
+        self.used = 0
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.f.readline(self.cap + 1)
+        if not line:
+            raise StopIteration
+        self.lineno += 1
+        self.used += len(line)
+        self.text.append(line)
+        if self.used > self.cap:
+            if not line.endswith(("\n", "\r")):  # one physical line too long: skip the rest of it
+                while (more := self.f.readline(self.cap)) and not more.endswith(("\n", "\r")):
+                    pass
+            raise _RowTooLong
+        return line
+
+
+def _swallowed(lines: list[str], width: int) -> tuple[list[str], int]:
+    """(addresses, rows) among the lines after a row's first one that look like rows of their
+    own: what a quote that runs on took into one value."""
+    addresses: list[str] = []
+    rows = 0
+    for line in lines[1:]:
+        found = _ADDRESS.findall(line)
+        if (found and ("," in line or width == 1 or line.strip(' \r\n"') == found[0])) or (
+                width > 2 and line.count(",") >= width - 1):
+            addresses += found
+            rows += 1
+    return addresses, rows
+
+
+def _own_address(lines: list[str]) -> str | None:
+    """The first address on a row's first line: whom a broken row concerns."""
+    m = _ADDRESS.search(lines[0][:MAX_ADDRESS_FIELD * 4]) if lines else None
+    return m.group() if m else None
+
+
+def _who(lines: list[str]) -> str:
+    own = _own_address(lines)
+    return f"the row of {own}" if own else "the row"
+
+
+def _some(addresses: list[str], n: int = 10) -> str:
+    shown = ", ".join(addresses[:n])
+    return shown + (f" and {len(addresses) - n} more" if len(addresses) > n else "")
+
+
 @dataclass
 class SubscriberList:
-    """Iterate to stream valid, unique rows; invalid rows and duplicates are collected as Problems."""
+    """Iterate to stream valid, unique rows; invalid rows and duplicates are collected as Problems.
+
+    allow_utf8_local: accept non-ASCII characters before the @ (they need SMTPUTF8, which an SMTP
+    server may offer; SendGrid never does: pass False for SendGrid).
+    """
 
     path: Path
+    allow_utf8_local: bool = True
     invalid: list[Problem] = field(default_factory=list)
     duplicates: list[Problem] = field(default_factory=list)
     rows: int = 0
@@ -61,18 +176,85 @@ class SubscriberList:
             )
         try:
             with self.path.open(newline="", encoding="utf-8-sig") as f:
-                header = next(csv.reader(f), None)
+                header = next(csv.reader(_Lines(f, cap=64 * MAX_ADDRESS_FIELD)), None)
         except UnicodeDecodeError as e:
             raise SubscriberListError(
                 f"{self.path}: not UTF-8 ({e.reason} at byte {e.start}); save the list as UTF-8 "
                 "(in a spreadsheet: CSV UTF-8)"
             ) from None
-        if not header or "email" not in [h.strip().lower() for h in header]:
-            raise SubscriberListError(f"{self.path}:1: the header row needs an `email` column")
-        self.columns = [h.strip() for h in header]
+        except (csv.Error, _RowTooLong):
+            self._header_error(f"the header row is longer than {64 * MAX_ADDRESS_FIELD:,} characters")
+        self.columns = [h.strip() for h in header or []]
+        self._check_header()
 
-    def _problem(self, line: int, message: str) -> Problem:
-        return Problem(self.path, line, "", message)
+    def _header_error(self, what: str) -> NoReturn:
+        raise SubscriberListError(
+            f"{self.path}:1: {what}; the first row must hold the column names (email, name, status, "
+            "and your own columns): is this the right file, or is its first row missing?")
+
+    def _check_header(self) -> None:
+        seen: dict[str, int] = {}
+        for i, name in enumerate(self.columns, 1):
+            if len(name) > MAX_ADDRESS_FIELD:
+                self._header_error(f"column {i}'s name is {len(name):,} characters long")
+            if (bad := describe_control(name)) is not None:
+                self._header_error(f"column {i}'s name contains {bad}")
+            folded = name.lower()
+            if folded and folded in seen:
+                raise SubscriberListError(
+                    f"{self.path}:1: column {name!r} appears twice (columns {seen[folded]} and {i}; "
+                    "names compare case-insensitively): rename or remove one, so that it is clear "
+                    "which column holds what")
+            seen[folded] = i
+        if "email" not in seen:
+            raise SubscriberListError(f"{self.path}:1: the header row needs an `email` column")
+
+    def _problem(self, line: int, message: str, column: str = "") -> Problem:
+        return Problem(self.path, line, column, message)
+
+    def _runaway(self, lines: _Lines, why: str = "") -> Problem | None:
+        """The row in `lines` as a quote that runs on made it, if it swallowed what look like rows."""
+        addresses, rows = _swallowed(lines.text, len(self.columns))
+        if not rows:
+            return None
+        own = _own_address(lines.text)
+        taken = (f"the {len(addresses)} address{'es' * (len(addresses) != 1)} it swallowed ({_some(addresses)})"
+                 if addresses else f"the {rows} lines after it that look like rows")
+        return self._problem(lines.start, (
+            f"{why}a quote (\") on line {lines.start} runs on to line {lines.lineno}, so lines "
+            f"{lines.start}-{lines.lineno} became one row: {own or 'this row'} and {taken} are not sent. "
+            f"Close the quote on line {lines.start} (write a quote inside a value as \"\") or remove "
+            "it, and run again"))
+
+    def _unreadable(self, lines: _Lines, error: Exception) -> Problem:
+        """A row csv cannot read or that passed MAX_ROW: skipped, described as well as we can."""
+        if isinstance(error, _RowTooLong):
+            why = f"the row is longer than {MAX_ROW:,} characters"
+        elif "field limit" in str(error):
+            why = f"a value is longer than {csv.field_size_limit():,} characters"
+        else:
+            why = f"cannot read the row ({error})"
+        if problem := self._runaway(lines, why + ": "):
+            return problem
+        span = f"lines {lines.start}-{lines.lineno}" if lines.lineno > lines.start else f"line {lines.start}"
+        own = _own_address(lines.text)
+        return self._problem(lines.start, f"{why} ({span}{', ' + own if own else ''}); the row is skipped")
+
+    def _check_fields(self, row: list[str], lines: _Lines) -> Problem | None:
+        """Length and control characters, for every field of a row."""
+        if max(map(len, row), default=0) <= MAX_ADDRESS_FIELD and not _CONTROL.search(",".join(row)):
+            return None  # the common case, at one scan of the row
+        for column, value in zip(self.columns, row):
+            limit = MAX_ADDRESS_FIELD if column.lower() in ("email", "name") else MAX_FIELD
+            if len(value) > limit:
+                return self._problem(lines.start, f"{len(value):,} characters, more than the {limit:,} "
+                                     f"allowed; {_who(lines.text)} is skipped", column or "(unnamed column)")
+        for column, value in zip(self.columns, row):
+            if (bad := describe_control(value.strip())) is not None:
+                return self._problem(lines.start, f"contains {bad}; a value must be one line of plain "
+                                     f"text: fix it in the list ({_who(lines.text)} is skipped, not altered)",
+                                     column or "(unnamed column)")
+        return None
 
     def __iter__(self) -> Iterator[Subscriber]:
         seen = sqlite3.connect("")  # "" = private temporary database that spills to disk
@@ -80,20 +262,38 @@ class SubscriberList:
         seen.execute("CREATE TABLE seen (key TEXT PRIMARY KEY, line INTEGER) WITHOUT ROWID")
         cur = seen.cursor()
         lower = [c.lower() for c in self.columns]
+        width = len(self.columns)
+        lines: _Lines | None = None
         try:
             with self.path.open(newline="", encoding="utf-8-sig") as f:
-                reader = csv.reader(f)
-                next(reader, None)
-                line = reader.line_num + 1
-                for row in reader:
-                    start, line = line, reader.line_num + 1  # a quoted field may span lines
+                lines = _Lines(f)
+                reader = csv.reader(lines)
+                lines.begin()
+                next(reader, None)  # the header, checked when the list was opened
+                while True:
+                    lines.begin()
+                    try:
+                        row = next(reader)
+                    except StopIteration:
+                        break
+                    except (csv.Error, _RowTooLong) as e:
+                        self.rows += 1
+                        self.invalid.append(self._unreadable(lines, e))
+                        continue
+                    start, end = lines.start, lines.lineno  # a quoted field may span lines
                     if not any(cell.strip() for cell in row):
                         continue
                     self.rows += 1
-                    if len(row) != len(self.columns):
+                    if end > start and (problem := self._runaway(lines)):
+                        self.invalid.append(problem)
+                        continue
+                    if len(row) != width:
                         self.invalid.append(self._problem(
-                            start, f"{len(row)} fields where the header has {len(self.columns)}; "
-                            "quote values that contain commas"))
+                            start, f"{len(row)} fields where the header has {width}; quote values "
+                            f"that contain commas ({_who(lines.text)} is skipped)"))
+                        continue
+                    if (problem := self._check_fields(row, lines)) is not None:
+                        self.invalid.append(problem)
                         continue
                     values = {(c.lower() if c.lower() in RESERVED else c): v.strip()
                               for c, v in zip(self.columns, row)}
@@ -104,13 +304,21 @@ class SubscriberList:
                             start, f"status {status!r} is not one of {', '.join(STATUSES)}"))
                         continue
                     try:
-                        email = validate_email(raw["email"], check_deliverability=False).normalized
+                        valid = validate_email(raw["email"], check_deliverability=False)
                     except EmailNotValidError as e:
                         self.invalid.append(self._problem(start, f"{raw['email']!r}: {e}"))
                         continue
-                    cur.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (email.casefold(), start))
+                    email = valid.normalized
+                    if not self.allow_utf8_local and not valid.local_part.isascii():
+                        self.invalid.append(self._problem(start, (
+                            f"{email!r}: non-ASCII characters before the @ need SMTPUTF8, which "
+                            "this provider cannot deliver (SendGrid never can): ask the reader for "
+                            "another address, or send through an SMTP server that offers SMTPUTF8")))
+                        continue
+                    key = address_key(email)
+                    cur.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (key, start))
                     if cur.rowcount == 0:
-                        first = cur.execute("SELECT line FROM seen WHERE key = ?", (email.casefold(),)).fetchone()[0]
+                        first = cur.execute("SELECT line FROM seen WHERE key = ?", (key,)).fetchone()[0]
                         self.duplicates.append(self._problem(
                             start, f"{email} duplicates line {first} (case-insensitive); the first row wins"))
                         continue
@@ -119,8 +327,7 @@ class SubscriberList:
                     self.by_status[status] += 1
                     yield Subscriber(email, raw.get("name", ""), status, values, start)
         except UnicodeDecodeError as e:
+            line = lines.lineno + 1 if lines else 1
             raise SubscriberListError(f"{self.path}:{line}: not UTF-8 ({e.reason}); save the list as UTF-8") from None
-        except csv.Error as e:
-            raise SubscriberListError(f"{self.path}:{line}: {e}") from None
         finally:
             seen.close()

@@ -7,9 +7,12 @@ Also the provider's events (delivered, open, click, ...), de-duplicated on the p
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TextIO
 
+from .errors import NewsletterError
 from .ledger import key_of
 from .store.db import Database, now
 
@@ -37,10 +40,7 @@ class Suppressions:
             detail: str | None = None, at: str | None = None) -> bool:
         """Suppress `email`; True if it was not suppressed yet. Idempotent: the first reason stays
         (a reader who unsubscribed and later bounced is still an unsubscribe)."""
-        if reason not in REASONS:
-            raise ValueError(f"reason {reason!r}: use one of {', '.join(REASONS)}")
-        if source not in SOURCES:
-            raise ValueError(f"source {source!r}: use one of {', '.join(SOURCES)}")
+        _check(reason, source)
         with self.db.transaction():
             inserted = self.db.execute(
                 """INSERT INTO suppressions (email_key, email, reason, source, issue, detail, created_at)
@@ -80,6 +80,47 @@ class Suppressions:
     def count(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT reason, count(*) FROM suppressions GROUP BY reason"))
 
+    def all(self, reason: str | None = None) -> Iterator[Suppression]:
+        """Every suppression, oldest first; only those for `reason` when given."""
+        if reason is None:
+            return iter(self)
+        rows = self.db.execute(
+            "SELECT email, reason, source, created_at, issue, detail FROM suppressions WHERE reason = ? "
+            "ORDER BY created_at, email", (reason,))
+        return (Suppression(*r) for r in rows)
+
+    def find(self, keys: Iterable[str]) -> dict[str, Suppression]:
+        """key -> the whole suppression, for each of `keys` that is suppressed."""
+        keys = list(keys)
+        found: dict[str, Suppression] = {}
+        for i in range(0, len(keys), 900):
+            chunk = keys[i : i + 900]
+            marks = ",".join("?" * len(chunk))
+            for key, *row in self.db.execute(
+                    "SELECT email_key, email, reason, source, created_at, issue, detail FROM suppressions "
+                    f"WHERE email_key IN ({marks})", chunk):
+                found[key] = Suppression(*row)
+        return found
+
+    def add_many(self, items: Iterable[Suppression]) -> list[Suppression]:
+        """Suppress many at once, in one transaction; returns those that were new (an address
+        already suppressed keeps its first reason, as with add())."""
+        new: dict[str, Suppression] = {}
+        items = list(items)
+        for s in items:
+            _check(s.reason, s.source)
+        with self.db.transaction():
+            known = self.reasons(key_of(s.email) for s in items)
+            for s in items:
+                key = key_of(s.email)
+                if key not in known and key not in new:
+                    new[key] = s
+            self.db.executemany(
+                """INSERT INTO suppressions (email_key, email, reason, source, issue, detail, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (email_key) DO NOTHING""",
+                [(k, s.email, s.reason, s.source, s.issue, s.detail, s.created_at) for k, s in new.items()])
+        return list(new.values())
+
 
 class Events:
     """Provider events, each kept once (a webhook may deliver the same event twice)."""
@@ -109,3 +150,70 @@ class Events:
         with self.db.transaction():
             self.db.execute("""INSERT INTO sync_state (name, value) VALUES (?, ?)
                                ON CONFLICT (name) DO UPDATE SET value = excluded.value""", (name, value))
+
+
+def _check(reason: str, source: str) -> None:
+    if reason not in REASONS:
+        raise ValueError(f"reason {reason!r}: use one of {', '.join(REASONS)}")
+    if source not in SOURCES:
+        raise ValueError(f"source {source!r}: use one of {', '.join(SOURCES)}")
+
+
+# --- the operator's calls (`newsletter suppressions ...`) --------------------------------------------
+
+
+def normalize_address(email: str) -> str:
+    """The address as subscriber lists read it (syntax checked, domain normalized); a bad one is a
+    NewsletterError that says why."""
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        return validate_email(email.strip(), check_deliverability=False).normalized
+    except EmailNotValidError as e:
+        raise NewsletterError(f"{email!r} is not an email address: {e}") from None
+
+
+def check_reason(reason: str) -> str:
+    if reason not in REASONS:
+        raise NewsletterError(f"reason {reason!r}: use one of {', '.join(REASONS)}")
+    return reason
+
+
+def suppress(suppressions: Suppressions, email: str, reason: str = "manual", *,
+             source: str = "cli", detail: str | None = None) -> tuple[bool, Suppression]:
+    """Suppress one address by hand: (True, the new suppression), or (False, the one already there,
+    which keeps its reason). A bad address or reason raises NewsletterError."""
+    address = normalize_address(email)
+    added = suppressions.add(address, check_reason(reason), source, detail=detail)
+    found = suppressions.get(address)
+    assert found is not None
+    return added, found
+
+
+def unsuppress(suppressions: Suppressions, email: str) -> Suppression | None:
+    """Lift the suppression of one address; the one lifted, or None if there was none."""
+    try:
+        address = normalize_address(email)
+    except NewsletterError:
+        address = email.strip()  # a stored address that no longer validates can still be lifted
+    found = suppressions.get(address)
+    if found is not None:
+        suppressions.remove(address)
+    return found
+
+
+EXPORT_COLUMNS = ("email", "reason", "source", "created_at", "issue", "detail")
+
+
+def export_csv(suppressions: Suppressions, out: TextIO, reason: str | None = None) -> int:
+    """Write the suppression list as CSV (header + one row each, oldest first); returns the row count.
+    A cell a spreadsheet would run as a formula (=, +, -, @, tab, CR first) gets a leading '."""
+    from .providers.dry_run import csv_safe
+
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    n = 0
+    for s in suppressions.all(reason):
+        writer.writerow([csv_safe(getattr(s, c) or "") for c in EXPORT_COLUMNS])
+        n += 1
+    return n

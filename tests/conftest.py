@@ -150,6 +150,7 @@ def serve():
         controller.start()
         started.append(controller)
         handler.sessions = 0  # start() opens one connection of its own to check the server
+        handler.max_open = handler.open_now = 0
         handler.servers.clear()
         return port
 

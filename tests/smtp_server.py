@@ -29,6 +29,8 @@ class Recorder:
     data_commands: int = 0
     messages: list[tuple[str, list[str], EmailMessage, dict]] = field(default_factory=list)
     sessions: int = 0  # TCP connections (a STARTTLS upgrade is the same session)
+    open_now: int = 0  # connections open at this moment...
+    max_open: int = 0  # ...and the most that were open at once
     mails: int = 0
     servers: list[SMTP] = field(default_factory=list)
     delay: float = 0.0  # seconds each DATA takes, so a test can interrupt a send midway
@@ -101,9 +103,18 @@ class Recorder:
 class CountingSMTP(SMTP):
     def connection_made(self, transport) -> None:  # noqa: ANN001
         if self._original_transport is None:  # not the second call after STARTTLS
-            self.event_handler.sessions += 1
-            self.event_handler.servers.append(self)
+            handler = self.event_handler
+            handler.sessions += 1
+            handler.servers.append(self)
+            handler.open_now += 1
+            handler.max_open = max(handler.max_open, handler.open_now)
         super().connection_made(transport)
+
+    def connection_lost(self, exc) -> None:  # noqa: ANN001
+        if not getattr(self, "_lost", False):  # called twice after a failed TLS set-up
+            self._lost = True
+            self.event_handler.open_now -= 1
+        super().connection_lost(exc)
 
     async def smtp_DATA(self, arg: str) -> None:
         handler = self.event_handler

@@ -50,7 +50,7 @@ def test_check_reports_missing_postal_address_and_unsubscribe(project, cli):
 
 
 def test_check_flags_oversized_html(project, cli):
-    big = SMALL_ISSUE.replace("Plain prose with", "Long prose. " * 9000 + "Plain prose with")
+    big = SMALL_ISSUE.replace("Plain prose with", "Long prose. " * 8000 + "Plain prose with")
     project.write_issue(big)
     r = cli("check", "issues/issue.yaml", cwd=project.root)
     assert r.code == 1

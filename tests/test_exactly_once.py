@@ -29,7 +29,7 @@ def setup(project: Project, port: int, n: int, *, timeout: float | None = None) 
     if timeout is not None:  # [smtp] is the last section of the test config
         config = project.root / "newsletter.toml"
         config.write_text(config.read_text() + f"timeout = {timeout}\n")
-    return {"NEWSLETTER_SMTP_PORT": str(port), "NEWSLETTER_SECRET": "test-secret",
+    return {"NEWSLETTER_SMTP_PORT": str(port), "NEWSLETTER_SECRET": "exactly-once-test-secret-0123456789abcdef",
             "NEWSLETTER_RETRY_BACKOFF": "0.05", "NEWSLETTER_RETRY_ATTEMPTS": "5"}
 
 

@@ -8,6 +8,7 @@ network in tests): a .pth line lets it import them from the venv this test runs 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -24,8 +25,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """bin/ of a fresh venv with newsletter installed from a freshly built wheel."""
     tmp = tmp_path_factory.mktemp("install")
     dist = tmp / "dist"
+    # build from a copy: an in-tree build leaves build/ and *.egg-info in the checkout
+    source = tmp / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".tools", "out", "outbox", "site", ".newsletter", "build", "*.egg-info", "__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "-w", str(dist), str(REPO)], check=True, capture_output=True, timeout=300)
+                    "-w", str(dist), str(source)], check=True, capture_output=True, timeout=300)
     wheel = next(dist.glob("newsletter-*.whl"))
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
@@ -35,8 +40,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # the dependencies, from this venv: a plain path line (the editable newsletter's own .pth in
     # that folder is not processed, so the repository stays invisible)
     (site / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing from a checkout
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
-                    "--no-index", str(wheel)], check=True, capture_output=True, timeout=300)
+                    "--no-index", str(wheel)], check=True, capture_output=True, timeout=300, env=clean)
     return venv / "bin"
 
 
@@ -91,7 +97,7 @@ def test_init_with_templates_gives_editable_copies_that_win(installed: Path, tmp
     r = run(installed, "init", "--templates", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     copies = sorted(p.name for p in (tmp_path / "templates").iterdir())
-    assert copies == ["digest.css", "digest.mjml.j2", "digest.txt.j2", "labels.toml"]
+    assert copies == ["archive.html.j2", "digest.css", "digest.mjml.j2", "digest.txt.j2", "labels.toml"]
     mjml = tmp_path / "templates" / "digest.mjml.j2"
     mjml.write_text(mjml.read_text().replace("<mj-body", '<mj-body css-class="my-own-layout"'))
     r = run(installed, "render", "issues/first-issue.yaml", cwd=tmp_path)

@@ -75,8 +75,8 @@ def test_missing_required_fields_point_at_their_parent():
 
 def test_unquoted_yaml_special_characters_get_a_hint():
     found = problems(VALID.replace("body: Text", "body: ![chart](https://example.org/a.png)"))
-    assert found == ["issues/x.yaml:5: sections.0.body: must be text; quote it, or write Markdown as a `|` "
-                     "block on the next lines"]
+    assert found == ["issues/x.yaml:5: sections.0.body: must be text, not a YAML tag "
+                     "(![chart](https://example.org/…); quote it, or write Markdown as a `|` block on the next lines"]
 
 
 def test_empty_sections_is_an_error():
@@ -140,3 +140,11 @@ def test_example_issue_is_valid_and_complete():
     assert len(issue.sections) == 13
     assert issue.outro and "P.S." in issue.outro
     assert all(s.image.alt for s in issue.sections if s.image)
+
+
+def test_explicit_nulls_in_optional_fields_are_accepted():
+    # `preheader: null` was an internal error (the one-line validator called None.strip())
+    issue = parse_issue(VALID.replace("sections:", "preheader: null\ntitle:\nintro: null\nsections:")
+                        + "    image: {src: 'https://example.org/a.png', alt: A chart, caption: null}\n", "x.yaml")
+    assert issue.preheader is None and issue.title is None and issue.intro is None
+    assert issue.sections[0].image.caption is None

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+
 from conftest import SMALL_ISSUE
+from newsletter import tokens
 from newsletter.config import load_settings
 from newsletter.issue import parse_issue
 from newsletter.personalize import Personalizer, unsubscribe_token, verify_unsubscribe_token
@@ -26,6 +31,33 @@ def test_tokens_verify_only_for_their_address_and_key():
     assert not verify_unsubscribe_token("k3y", "bob@example.com", token)
     assert not verify_unsubscribe_token("other", "Anna.P@example.com", token)
     assert not verify_unsubscribe_token("k3y", "Anna.P@example.com", token[:-1] + "A")
+
+
+def test_tokens_live_in_tokens_py_and_personalize_reexports_them():
+    assert verify_unsubscribe_token is tokens.verify_unsubscribe_token
+    assert unsubscribe_token is tokens.unsubscribe_token
+
+
+def test_malformed_input_is_refused_never_an_error():
+    good = unsubscribe_token("k3y", "anna@example.com")
+    assert len(good) == tokens.TOKEN_LENGTH and verify_unsubscribe_token("k3y", "anna@example.com", good)
+    for bad in (None, 42, b"bytes", "", good[:-1], good[:8], good + "A", "é" * 22, "ü" + good[1:],
+                good[:-1] + "=", " " + good[1:], "\x00" * 22, "\udcff" + good[1:], good + "\n"):
+        assert verify_unsubscribe_token("k3y", "anna@example.com", bad) is False, bad
+    for address in (None, 42, "\udcff@example.com", "other@example.com", ""):
+        assert verify_unsubscribe_token("k3y", address, good) is False, address
+    for secret in (None, "", 42):
+        assert verify_unsubscribe_token(secret, "anna@example.com", good) is False
+
+
+def test_tokens_sign_the_address_key():
+    key = "k3y"
+    assert unsubscribe_token(key, "straße@example.com") != unsubscribe_token(key, "strasse@example.com")
+    assert verify_unsubscribe_token(key, "CHEN@EXAMPLE.COM", unsubscribe_token(key, "chen@example.com"))
+    assert not verify_unsubscribe_token(key, "Ünal@example.com", unsubscribe_token(key, "ünal@example.com"))
+    # links sent before address_key (signed on email.casefold()) still verify for ASCII addresses
+    old = base64.urlsafe_b64encode(hmac.new(b"k3y", b"anna.p@example.com", hashlib.sha256).digest()[:16])
+    assert verify_unsubscribe_token(key, "Anna.P@Example.com", old.rstrip(b"=").decode())
 
 
 def test_each_reader_gets_own_link_and_one_click_headers(project):

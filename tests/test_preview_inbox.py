@@ -34,7 +34,7 @@ from newsletter.personalize import verify_unsubscribe_token
 pytestmark = pytest.mark.maildev
 
 MAILDEV = REPO / ".tools" / "node_modules" / ".bin" / "maildev"
-SECRET = "x"
+SECRET = "preview-inbox-test-secret-0123456789abcdef"
 EDITOR = "editor@example.org"
 ISSUE = "issues/2021-03.yaml"
 SUBJECT = YAML(typ="safe").load(EXAMPLE.read_text(encoding="utf-8"))["subject"]
@@ -395,3 +395,19 @@ def test_subject_decodes_as_written(digest: Project, inbox: MailDev, flags: tupl
         assert (mail["subject"], decoded) == (expected, expected), (
             f"the subject shows as {mail['subject']!r} in MailDev and decodes as {decoded!r} with "
             f"Python's email; as sent:\nSubject: {raw_header(raw, 'Subject')}")
+
+
+def test_the_preview_pages_send_test_button_lands_in_the_inbox(digest: Project, inbox: MailDev) -> None:
+    # the studio's "send test" (what the button posts to) delivers the [TEST] copy to MailDev
+    from newsletter.studio import Studio
+
+    env = {**os.environ, **smtp_env(inbox, NEWSLETTER_PROVIDER="smtp")}
+    studio = Studio(digest.root / ISSUE, digest.root / "newsletter.toml", "readers", env=env)
+    studio.refresh()
+    result = studio.send_test()
+    assert result["ok"], result
+    assert result["results"] == [{"address": "preview@example.org", "state": "sent"}]
+    (found,) = inbox.wait_for(1)
+    assert found["subject"] == "[TEST] " + SUBJECT
+    assert [t["address"] for t in found["to"]] == ["preview@example.org"]
+    assert sent_rows(digest) == []  # a test copy is never the real send

@@ -18,24 +18,27 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from conftest import SMALL_ISSUE, Project, run_cli
+from conftest import SMALL_ISSUE, Project, run_cli, run_process
 from newsletter.personalize import verify_unsubscribe_token
 from smtp_server import Recorder
 
-SECRET = "test-secret-key"
+SECRET = "test-secret-key-that-is-long-enough-0123456789"
 
 
 def readers(n: int) -> str:
     return "email,name,company\n" + "".join(f"reader{i}@example.com,Reader {i},Co {i}\n" for i in range(n))
 
 
-def setup(project: Project, serve, handler: Recorder, n: int = 6, list_text: str | None = None):
+def setup(project: Project, serve, handler: Recorder, n: int = 6, list_text: str | None = None,
+          database_url: str | None = None):
     port = serve(handler)
     issue = SMALL_ISSUE if list_text else SMALL_ISSUE.replace("Hi {{", "Hi {{ subscriber.company }} {{")
     project.write_issue(issue, "2021-03.yaml")
     project.write_list(list_text or readers(n))
     env = {"NEWSLETTER_SMTP_PORT": str(port), "NEWSLETTER_SECRET": SECRET,
            "NEWSLETTER_RETRY_BACKOFF": "0.05", "NEWSLETTER_RETRY_ATTEMPTS": "3"}
+    if database_url:  # the state store on PostgreSQL (see the database_url fixture); else SQLite
+        env["NEWSLETTER_DATABASE_URL"] = database_url
     return env
 
 
@@ -81,9 +84,9 @@ d@example.com,Di,bounced
     assert (outbox / "2021-03.html").is_file() and (outbox / "2021-03.txt").is_file()
 
 
-def test_send_reaches_everyone_once_with_personal_unsubscribe_links(project, serve):
+def test_send_reaches_everyone_once_with_personal_unsubscribe_links(project, serve, database_url):
     handler = Recorder()
-    env = setup(project, serve, handler, n=6)
+    env = setup(project, serve, handler, n=6, database_url=database_url)
     r = send(project, env, "--send", "--yes")
     assert r.code == 0, r.output
     assert copies(handler, 6) == [1] * 6
@@ -154,9 +157,9 @@ def test_check_errors_stop_a_real_send(project, serve):
     assert handler.messages == []
 
 
-def test_limit_sends_in_stages(project, serve):
+def test_limit_sends_in_stages(project, serve, database_url):
     handler = Recorder()
-    env = setup(project, serve, handler, n=5)
+    env = setup(project, serve, handler, n=5, database_url=database_url)
     assert send(project, env, "--send", "--yes", "--limit", "2").code == 0
     assert copies(handler, 5) == [1, 1, 0, 0, 0]
     r = send(project, env, "--send", "--yes", "--limit", "2")
@@ -200,9 +203,9 @@ def test_transient_refusals_are_retried_and_permanent_ones_reported(project, ser
     assert report["sent"] == 4 and list(report["failed"]) == ["reader3@example.com"] and report["complete"] is False
 
 
-def test_server_down_halfway_then_rerun_finishes_exactly_once(project, serve):
+def test_server_down_halfway_then_rerun_finishes_exactly_once(project, serve, database_url):
     handler = Recorder(refuse_rcpt={})
-    env = setup(project, serve, handler, n=8)
+    env = setup(project, serve, handler, n=8, database_url=database_url)
 
     class DiesAfterThree(Recorder):
         async def handle_MAIL(self, server, session, envelope, address, mail_options):
@@ -213,6 +216,7 @@ def test_server_down_halfway_then_rerun_finishes_exactly_once(project, serve):
 
     dying = DiesAfterThree()
     env["NEWSLETTER_SMTP_PORT"] = str(serve(dying))
+    env["NEWSLETTER_SMTP_CONNECTIONS"] = "1"  # one connection: exactly 3 get through (see test_parallel)
     r = send(project, env, "--send", "--yes")
     assert r.code == 3, r.output
     assert len(dying.messages) == 3
@@ -232,9 +236,10 @@ def _start_send(project: Project, env: dict[str, str]) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_killed_mid_send_rerun_reports_unknown_and_never_duplicates(project, serve):
+def test_killed_mid_send_rerun_reports_unknown_and_never_duplicates(project, serve, database_url):
     handler = Recorder(hold_at=5)
-    env = setup(project, serve, handler, n=10)
+    env = setup(project, serve, handler, n=10, database_url=database_url)
+    env["NEWSLETTER_SMTP_CONNECTIONS"] = "1"  # in order; several connections: see test_parallel
     proc = _start_send(project, env)
     assert handler.holding.wait(60), "the send never reached the 5th message"
     proc.kill()  # SIGKILL: no cleanup, no last words
@@ -253,9 +258,9 @@ def test_killed_mid_send_rerun_reports_unknown_and_never_duplicates(project, ser
     assert copies(handler, 10) == [1] * 10
 
 
-def test_ctrl_c_finishes_the_batch_records_it_and_resumes(project, serve):
+def test_ctrl_c_finishes_the_batch_records_it_and_resumes(project, serve, database_url):
     handler = Recorder(delay=0.1)
-    env = setup(project, serve, handler, n=20)
+    env = setup(project, serve, handler, n=20, database_url=database_url)
     proc = _start_send(project, env)
     deadline = time.monotonic() + 60
     while len(handler.messages) < 3 and time.monotonic() < deadline:
@@ -274,12 +279,31 @@ def test_ctrl_c_finishes_the_batch_records_it_and_resumes(project, serve):
     assert copies(handler, 20) == [1] * 20
 
 
-def test_two_sends_of_one_issue_cannot_run_at_once(project, serve):
+def test_two_sends_of_one_issue_cannot_run_at_once(project, serve, database_url):
     from newsletter.errors import NewsletterError
     from newsletter.store import open_store
 
-    with open_store(project.root / ".newsletter") as one, one.send_record("2021-03"):
-        with open_store(project.root / ".newsletter") as two:
+    with open_store(project.root / ".newsletter", database_url) as one, one.send_record("2021-03"):
+        with open_store(project.root / ".newsletter", database_url) as two:
             with pytest.raises(NewsletterError, match="another `newsletter send` of 2021-03 is running"):
                 two.send_record("2021-03")
             two.send_record("2021-04").close()  # another issue is free
+
+
+def test_a_second_send_process_refuses_while_the_first_runs(project, serve, database_url):
+    """Two machines (here: two processes) sending the same issue against one state store: the second
+    refuses at once, the first finishes, and nobody gets two copies."""
+    handler = Recorder(hold_at=3)
+    env = setup(project, serve, handler, n=6, database_url=database_url)
+    first = _start_send(project, env)
+    try:
+        assert handler.holding.wait(60), "the first send never reached the 3rd message"
+        second = run_process("send", "issues/2021-03.yaml", "--list", "readers", "--provider", "smtp", "--send",
+                             "--yes", cwd=project.root, env=env)
+        assert second.code == 1, second.output
+        assert "another `newsletter send` of 2021-03 is running" in second.err
+    finally:
+        handler.release.set()  # the held message is refused (451) and retried by the first send
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, out + err
+    assert copies(handler, 6) == [1] * 6

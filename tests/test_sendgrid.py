@@ -476,7 +476,7 @@ def _cli_send(project, url: str, n: int, *extra: str):
 
     project.write_issue(SMALL_ISSUE, "2021-03.yaml")
     project.write_list("email,name\n" + "".join(f"reader{i}@example.com,Читатель {i}\n" for i in range(n)))
-    env = {"SENDGRID_API_URL": url, "SENDGRID_API_KEY": KEY, "NEWSLETTER_SECRET": "s",
+    env = {"SENDGRID_API_URL": url, "SENDGRID_API_KEY": KEY, "NEWSLETTER_SECRET": "sendgrid-test-secret-0123456789abcdef",
            "NEWSLETTER_RETRY_BACKOFF": "0.05", "NEWSLETTER_RETRY_ATTEMPTS": "3"}
     return run_cli("send", "issues/2021-03.yaml", "--list", "readers", "--provider", "sendgrid", *extra,
                    cwd=project.root, env=env)

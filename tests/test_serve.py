@@ -95,7 +95,7 @@ def test_get_shows_one_button_and_changes_nothing(project: Project, env: dict[st
         assert '<html lang="en">' in page and "<title>Unsubscribe from Test Digest</title>" in page
         assert "Stop sending Test Digest to Ann.Lee@example.com?" in page
         assert page.count("<button") == 1 and '<form method="post">' in page  # posts to this very URL
-        assert "#1f6feb" in page and 'name="viewport"' in page  # brand colour; fits a phone
+        assert f"background:{settings.brand.color};" in page and 'name="viewport"' in page  # brand; a phone
         assert not re.search(r"""(src|href)=|url\(|@import|<script""", page)  # nothing loads from elsewhere
         assert "default-src 'none'" in r.headers["content-security-policy"]
         assert r.headers["referrer-policy"] == "no-referrer" and r.headers["cache-control"] == "no-store"

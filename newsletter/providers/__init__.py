@@ -31,6 +31,7 @@ class ProviderSpec:
     env: Mapping[str, str] = field(default_factory=dict)  # environment variable -> setting
     secrets: frozenset[str] = frozenset()  # settings read only from the environment
     batch_size: Callable[[Any], int] = lambda settings: 1  # recipients per provider call
+    utf8_local_parts: bool = True  # can deliver to пользователь@… (SMTPUTF8); lists are checked for it
     # the tag this provider replaces with its own unsubscribe link (SendGrid's groups), when set up
     own_unsubscribe: Callable[[Any], str | None] = lambda settings: None
 

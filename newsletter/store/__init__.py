@@ -27,11 +27,12 @@ class Store:
         self.suppressions = Suppressions(db)
         self.events = Events(db)
 
-    def send_record(self, issue: str) -> DeliveryRecord:
-        """The record a real send writes, holding the send lock of `issue` until closed."""
+    def send_record(self, issue: str, *, worker: bool = False) -> DeliveryRecord:
+        """The record a real send writes, holding the send lock of `issue` until closed (a
+        worker's: shared with the other workers, PostgreSQL only)."""
         from ..ledger import DeliveryRecord
 
-        return DeliveryRecord(self.db, issue, writable=True)
+        return DeliveryRecord(self.db, issue, writable=True, worker=worker)
 
     def read_record(self, issue: str) -> DeliveryRecord:
         """What a real send would find, for dry runs and counts: no lock, no writes."""

@@ -108,22 +108,29 @@ class Database:
     # --- the lock that keeps two sends of one issue apart --------------------------------------------
 
     @contextmanager
-    def send_lock(self, issue: str) -> Iterator[None]:
+    def send_lock(self, issue: str, *, shared: bool = False) -> Iterator[None]:
         """Held for a whole send; a second send of the same issue refuses at once. SQLite: a lock
         file beside the database (released by the OS if the process dies). PostgreSQL: a session
-        advisory lock, so senders on different machines exclude each other."""
-        busy = NewsletterError(f"another `newsletter send` of {issue} is running (lock held in "
-                               f"{self.where}); wait for it to finish")
+        advisory lock, so senders on different machines exclude each other. `shared` (PostgreSQL
+        only): the lock of a `--worker`; workers share it, and a plain send excludes them all."""
         if self.dialect == "postgres":
             key = f"newsletter-send:{issue}"
-            if not self.execute("SELECT pg_try_advisory_lock(hashtextextended(?, 0))", (key,))[0][0]:
-                raise busy
+            kind = "_shared" if shared else ""
+            if not self.execute(f"SELECT pg_try_advisory_lock{kind}(hashtextextended(?, 0))", (key,))[0][0]:
+                if shared:
+                    raise NewsletterError(f"a `newsletter send` of {issue} without --worker is running "
+                                          f"(lock held in {self.where}); wait for it to finish")
+                raise NewsletterError(f"another `newsletter send` of {issue} is running (lock held in "
+                                      f"{self.where}), or `--worker` sends of it are; wait for them to finish")
             try:
                 yield
             finally:
                 if not self.conn.closed:
-                    self.execute("SELECT pg_advisory_unlock(hashtextextended(?, 0))", (key,))
+                    self.execute(f"SELECT pg_advisory_unlock{kind}(hashtextextended(?, 0))", (key,))
             return
+        if shared:
+            raise NewsletterError("--worker needs the state store in PostgreSQL (NEWSLETTER_DATABASE_URL): "
+                                  "with SQLite, one machine sends; use [smtp] connections to send in parallel")
         assert self.state_dir is not None
         path = self.state_dir / f"{issue}.lock"
         with path.open("w") as lock:
@@ -143,7 +150,8 @@ def connect_sqlite(state_dir: Path, *, create: bool = True) -> Database:
         db = Database(sqlite3.connect(":memory:", isolation_level=None), "sqlite", ":memory:", state_dir)
     else:
         state_dir.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        # one connection shared by a send's threads, every use under the record's lock (parallel.py)
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
         # WAL + synchronous=NORMAL: a committed "in flight" survives the process dying (the case
         # we guard against) at ~50 µs a commit instead of an fsync, so SMTP can record every message
         conn.execute("PRAGMA journal_mode=WAL")
@@ -165,6 +173,10 @@ def connect_postgres(url: str) -> Database:
         conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as e:
         raise ConfigError(f"cannot connect to the state store {where}: {str(e).strip()}") from None
+    # A sender that vanishes (power, network) must not hold its send lock for the OS default of
+    # ~2 hours: the server probes an idle connection after 30 s and drops it after 3 missed probes.
+    for setting, value in (("tcp_keepalives_idle", 30), ("tcp_keepalives_interval", 10), ("tcp_keepalives_count", 3)):
+        conn.execute(f"SET {setting} = {value}")
     db = Database(conn, "postgres", where)
     db.migrate()
     return db

@@ -98,13 +98,16 @@ def create_app(settings: Settings, *, store_threads: int | None = None) -> Starl
 
 
 def archive_path(settings: Settings) -> str:
-    """Where the archive is mounted: the path of `archive_url`, else the folder of
-    `view_online_url` (https://example.org/issues/{issue}.html -> /issues), else the root."""
-    url = getattr(settings, "archive_url", None) or settings.view_online_url or ""
-    path = urlsplit(url.split("{", 1)[0]).path
-    if not getattr(settings, "archive_url", None):
-        path = path.rsplit("/", 1)[0]  # the folder the issue pages are in
-    return path.rstrip("/")
+    """Where the archive is mounted: the path of the URL `newsletter archive` builds it for
+    (`archive_url`, else the folder of `view_online_url`: https://example.org/issues/{issue}.html
+    -> /issues), else the root."""
+    from ..archive import archive_url
+    from ..errors import ConfigError
+
+    try:
+        return urlsplit(archive_url(settings)).path.rstrip("/")
+    except ConfigError:
+        return ""
 
 
 class AccessLog:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from starlette.responses import HTMLResponse
 
+from ..colors import contrast, palette
 from ..config import Settings
 from ..templating import LABELS_NAME, TemplateSet
 
@@ -25,37 +26,25 @@ STYLE = """
 :root{color-scheme:light dark}
 *{box-sizing:border-box}
 body{margin:0;padding:1rem;font:1.0625rem/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
-background:%(background)s;color:#1f2328}
-main{max-width:34rem;margin:12vh auto 0;padding:1.75rem 1.5rem;background:#fff;border-radius:.5rem;
+background:%(background)s;color:%(text)s}
+main{max-width:34rem;margin:12vh auto 0;padding:1.75rem 1.5rem;background:%(surface)s;border-radius:.5rem;
 border-top:.25rem solid %(brand)s}
-.name{margin:0 0 .5rem;font-size:.875rem;color:#57606a;text-transform:uppercase;letter-spacing:.04em}
+.name{margin:0 0 .5rem;font-size:.875rem;color:%(muted)s;text-transform:uppercase;letter-spacing:.04em}
 h1{margin:0 0 1rem;font-size:1.5rem;line-height:1.25}
 p{margin:0 0 1.25rem;overflow-wrap:anywhere}
 button{font:inherit;font-weight:600;min-height:2.75rem;padding:.625rem 1.5rem;border:0;border-radius:.375rem;
 background:%(brand)s;color:%(on_brand)s;cursor:pointer;width:100%%}
 button:focus-visible{outline:.1875rem solid currentColor;outline-offset:.1875rem;box-shadow:0 0 0 .1875rem %(brand)s}
 @media (min-width:30rem){button{width:auto}}
-@media (prefers-color-scheme:dark){body{background:#0d1117;color:#e6edf3}main{background:#161b22}
-.name{color:#9da7b3}}
+@media (prefers-color-scheme:dark){body{background:%(dark_background)s;color:%(dark_text)s}
+main{background:%(dark_surface)s;border-top-color:%(dark_brand)s}.name{color:%(dark_muted)s}
+button{background:%(dark_brand)s;color:%(dark_on_brand)s}}
 """
-
-
-def _luminance(color: str) -> float:
-    h = color.lstrip("#")
-    h = "".join(c * 2 for c in h) if len(h) == 3 else h
-
-    def linear(c: int) -> float:
-        s = c / 255
-        return s / 12.92 if s <= 0.04045 else ((s + 0.055) / 1.055) ** 2.4
-
-    r, g, b = (linear(int(h[i : i + 2], 16)) for i in (0, 2, 4))
-    return 0.2126 * r + 0.7152 * g + 0.0722 * b
 
 
 def _on(color: str) -> str:
     """White or near-black text on `color`, whichever contrasts more (WCAG)."""
-    lum = _luminance(color)
-    return "#ffffff" if (1.05 / (lum + 0.05)) >= ((lum + 0.05) / 0.0666) else "#1f2328"
+    return "#ffffff" if contrast(color, "#ffffff") >= contrast(color, "#1f2328") else "#1f2328"
 
 
 def _fill(label: str, **values: str) -> str:
@@ -74,9 +63,13 @@ class Pages:
         self.settings = settings
         self._labels: dict[str, str] = {}
         self._stamp: tuple[float, ...] | None = None
-        brand = settings.brand
-        self.style = STYLE % {"background": escape(brand.background), "brand": escape(brand.color),
-                              "on_brand": _on(brand.color)}
+        colours = palette(settings.brand)  # the email's own colours, light and dark
+        light, dark = colours["light"], colours["dark"]
+        self.style = STYLE % {
+            "background": light["background"], "surface": light["surface"], "text": light["text"],
+            "muted": light["muted"], "brand": light["link"], "on_brand": _on(light["link"]),
+            "dark_background": dark["background"], "dark_surface": dark["surface"], "dark_text": dark["text"],
+            "dark_muted": dark["muted"], "dark_brand": dark["link"], "dark_on_brand": _on(dark["link"])}
 
     def labels(self) -> dict[str, str]:
         files = [self.settings.templates_dir / LABELS_NAME]

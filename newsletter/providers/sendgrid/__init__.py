@@ -28,6 +28,7 @@ SPEC = ProviderSpec(
     env={"SENDGRID_API_KEY": "api_key", "SENDGRID_API_URL": "api_url"},
     secrets=frozenset({"api_key"}),
     batch_size=lambda settings: settings.batch_size,
+    utf8_local_parts=False,  # SendGrid refuses addresses with a non-ASCII local part
     own_unsubscribe=lambda settings: ASM_UNSUBSCRIBE if settings.asm_group_id is not None else None,
 )
 

@@ -159,7 +159,8 @@ class SMTPProvider:
         try:
             # the end of DATA goes out as a 3-byte write of its own (see _hand_over): without this,
             # Nagle's algorithm can hold it until the server's delayed ACK of the body (~40 ms)
-            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if smtp.sock is not None:
+                smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if s.security == "starttls":
                 smtp.starttls(context=context)
             if s.username:
@@ -193,7 +194,7 @@ class SMTPProvider:
 
 def _hand_over(
     smtp: smtplib.SMTP, data: bytes, from_addr: str, to: str, utf8: bool
-) -> tuple[int, bytes] | None:
+) -> tuple[int, bytes | str] | None:
     """MAIL, RCPT, DATA and the message, up to and including the end of DATA: None when all of it
     went out, else the refusal (code, reply) that stopped it. Does what smtp.sendmail does (same
     options and checks) but stops short of reading the final reply, which may never come."""

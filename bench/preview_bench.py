@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Preview benchmark: how fast `newsletter preview` follows an edit.
+
+    PYTHONPATH=. .venv/bin/python bench/preview_bench.py [ISSUE] [-n 50] [--saves 20]
+
+Prints, for one issue (default issues/2021-03.yaml, copied into a throwaway project):
+  * the in-process re-render the preview does on each save, with one Renderer kept for the process:
+    load + validate + Jinja2 + MJML + premailer + text + checks (pipeline.prepare), median and p95 in ms
+    (target < 30 ms), and the YAML load alone;
+  * npm `mjml`'s in-process mjml2html for the same MJML (node, .tools/node_modules/mjml), median and p95;
+  * save-to-updated-page latency in Chromium: write the issue file, wait until the open page's iframe
+    shows the change (poll 200 ms + render + server-sent event + fetch + srcdoc), median and p95
+    (target < 300 ms).
+A report, not a timed test: exit code 0 whatever the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+NODE_MJML = ROOT / ".tools" / "node_modules" / "mjml"
+CHROMIUM = Path("/usr/bin/chromium")
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run"]
+NODE_SCRIPT = """
+const mjml2html = require(process.argv[1]);
+const fs = require('fs');
+const src = fs.readFileSync(process.argv[2], 'utf8');
+const n = Number(process.argv[3]);
+(async () => {
+  const times = [];
+  for (let i = 0; i < n + 3; i++) {
+    const t = process.hrtime.bigint();
+    await mjml2html(src, {validationLevel: 'soft'});
+    if (i >= 3) times.push(Number(process.hrtime.bigint() - t) / 1e6);
+  }
+  console.log(JSON.stringify(times));
+})();
+"""
+
+
+def stats(samples: list[float]) -> str:
+    s = sorted(samples)
+    p95 = s[min(len(s) - 1, round(0.95 * (len(s) - 1)))]
+    return f"median {statistics.median(s):7.1f} ms   p95 {p95:7.1f} ms   (n={len(s)})"
+
+
+def project(issue: Path) -> Path:
+    root = Path(tempfile.mkdtemp(prefix="preview-bench-"))
+    shutil.copy(ROOT / "newsletter.toml", root / "newsletter.toml")
+    (root / "issues").mkdir()
+    shutil.copy(issue, root / "issues" / issue.name)
+    return root
+
+
+def in_process(root: Path, issue: Path, n: int) -> str:
+    from newsletter.config import load_settings
+    from newsletter.issue import load_issue
+    from newsletter.pipeline import prepare
+    from newsletter.render import Renderer
+
+    settings = load_settings(root / "newsletter.toml", env={})
+    renderer = Renderer(settings)
+    prepare(issue, settings, renderer)  # warm-up: imports, premailer, templates compiled
+    total, load = [], []
+    for _ in range(n):
+        t = time.perf_counter()
+        prepared = prepare(issue, settings, renderer)
+        total.append(1000 * (time.perf_counter() - t))
+        t = time.perf_counter()
+        load_issue(issue, default_language=settings.language)
+        load.append(1000 * (time.perf_counter() - t))
+    print(f"re-render in process (prepare)  {stats(total)}   target < 30 ms")
+    print(f"  of which YAML load+validate    {stats(load)}")
+    return prepared.rendered.mjml
+
+
+def node_mjml(mjml: str, n: int) -> None:
+    if not (NODE_MJML.is_dir() and shutil.which("node")):
+        print("npm mjml in process: skipped (no .tools/node_modules/mjml or node; bench/setup-tools.sh)")
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".mjml", delete=False, encoding="utf-8") as f:
+        f.write(mjml)
+    out = subprocess.run(["node", "-e", NODE_SCRIPT, str(NODE_MJML), f.name, str(n)], capture_output=True,
+                         text=True, timeout=600, check=False)
+    if out.returncode:
+        print(f"npm mjml in process: failed: {out.stderr.strip()[:300]}")
+        return
+    print(f"npm mjml2html in process (MJML only, no inlining/text)  {stats(json.loads(out.stdout))}")
+    import mjml as mjml_python
+
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        mjml_python.mjml2html(mjml, fonts={})
+        times.append(1000 * (time.perf_counter() - t))
+    print(f"mjml-python mjml2html, same MJML                        {stats(times)}")
+
+
+def browser_latency(root: Path, issue: Path, saves: int) -> None:
+    if not CHROMIUM.exists():
+        print("save-to-page latency: skipped (no /usr/bin/chromium)")
+        return
+    from playwright.sync_api import sync_playwright
+
+    from newsletter.studio import Studio, free_port, make_server
+
+    studio = Studio(issue, root / "newsletter.toml", env={})
+    port = free_port()
+    server = make_server(studio, port)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    url = f"http://127.0.0.1:{port}/"
+    original = issue.read_text(encoding="utf-8")
+    times = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(url) else r.abort())
+            page.goto(url)
+            page.wait_for_function("document.getElementById('desktop').srcdoc.length > 0")
+            for i in range(saves):
+                marker = f"BENCH-{i}-{time.monotonic_ns()}"
+                if re.search(r"(?m)^title:", original):
+                    text = re.sub(r"(?m)^title:.*$", f"title: {marker}", original, count=1)
+                else:
+                    text = original.replace("subject:", f"title: {marker}\nsubject:", 1)
+                time.sleep(0.25 + (i % 4) * 0.05)  # saves land at different points of the poll cycle
+                t = time.perf_counter()
+                issue.write_text(text, encoding="utf-8")
+                page.wait_for_function(
+                    "m => { const d = document.getElementById('desktop').contentDocument;"
+                    " return d && d.body && d.body.textContent.includes(m); }", arg=marker, polling="raf",
+                    timeout=10_000)
+                times.append(1000 * (time.perf_counter() - t))
+            browser.close()
+    finally:
+        issue.write_text(original, encoding="utf-8")
+        server.should_exit = True
+        thread.join(10)
+    print(f"save -> updated page in Chromium {stats(times)}   target < 300 ms")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("issue", nargs="?", type=Path, default=ROOT / "issues" / "2021-03.yaml")
+    ap.add_argument("-n", type=int, default=50, help="re-renders to time")
+    ap.add_argument("--saves", type=int, default=20, help="file saves to time in the browser")
+    args = ap.parse_args()
+    root = project(args.issue)
+    issue = root / "issues" / args.issue.name
+    print(f"issue {args.issue}, {args.issue.stat().st_size:,} bytes of YAML")
+    mjml = in_process(root, issue, args.n)
+    node_mjml(mjml, args.n)
+    browser_latency(root, issue, args.saves)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""What a text field of an issue file may hold: the limits, the characters, the links.
+
+Every text field is bounded here before the expensive work (Markdown, merge fields) runs; the findings
+carry their line inside the text, so that issue.py can locate them in the file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from urllib.parse import unquote
+
+from markdown_it import MarkdownIt
+
+from . import merge
+
+SAFE_MARKDOWN_SCHEMES = ("http://", "https://", "mailto:")
+
+# --- limits -------------------------------------------------------------------------------------------
+# Each bounds the time and memory `check` spends on one file; each is far above what an issue needs
+# (the 13-section example is 15 KB, its longest text 732 characters, its Markdown 53 marks).
+# Gmail clips an email above ~102 KB of HTML, so nothing bigger can reach a reader whole anyway.
+# ruamel.yaml is pure Python: ~3 µs a character for a long plain scalar, ~16 µs a comment line,
+# ~100 µs a value in flow style. These three bound its work to well under a second:
+MAX_FILE_BYTES = 256_000  # checked before reading (a 50 MB file took 103 s); 2.5x what Gmail shows
+MAX_FILE_LINES = 10_000  # the example has 150; 250,000 comment lines took 4 s
+MAX_YAML_NODES = 5_000  # keys, values and items; 100 sections with 3 links each are ~3,600
+MAX_YAML_DEPTH = 10  # an issue nests 5 deep (sections > 0 > links > 0 > url); 20,000 `[` overflowed
+MAX_SECTIONS = 100  # 100,000 sections took over 300 s
+MAX_LINE_CHARS = 1_000  # a one-line field: title, preheader, link label, alt text, caption
+MAX_URL_CHARS = 2_000  # the longest URL that works everywhere
+# One Markdown field, and all the Markdown of an issue together: 100,000 characters cannot fit an
+# unclipped email. It also keeps every text far below libxml2's 10 MB text-node limit, above which
+# premailer silently drops the paragraph.
+MAX_MARKDOWN_CHARS = 100_000
+MAX_TEXT_CHARS = 100_000
+# markdown-it costs ~3 µs a character of prose but 25–85 µs for each `[`, emphasis mark or line
+# (200 KB of `![` took 12 s), and a check parses every text three times (here, then the HTML and the
+# text part); each code span, link or emphasis also becomes an element that premailer styles inline
+# (49,000 code spans made 3.9 MB of HTML). So the marks of the whole issue are capped: a check stays
+# around a second even for 2,000 list items. The 13-section example has 53; 100 sections like its ~400.
+MAX_MARKUP = 2_000
+MARKUP_CHARS = "[*_~`<&\n"
+MAX_PROBLEMS = 100  # reported per file; a file with more is not the file you meant
+
+_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines() splits on
+# Unicode category Cc (C0, DEL, C1) plus Zl and Zp (U+2028, U+2029): none belongs in a mail header
+# (and lone surrogates, which a "\uD800" escape can make and no encoder can write)
+_NOT_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# Markdown may hold line breaks and tabs, but no other C0 or C1 control
+_NOT_MARKDOWN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+# characters the YAML reader refuses (ruamel's Reader.NON_PRINTABLE), found here with their line
+_NOT_YAML = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_CHAR_NAMES = {0: "NUL", 0x1b: "ESC", 0x7f: "DEL", 0x85: "NEL", 0x2028: "line separator",
+               0x2029: "paragraph separator", 0xFEFF: "byte order mark"}
+# a plain scalar this long that looks like a number: int() refuses over 4,300 digits with ValueError
+_LONG_NUMBER = re.compile(r"[-+]?(0x[0-9a-f_]+|0o[0-7_]+|0b[01_]+|[0-9_.:]+(e[-+]?[0-9]+)?)", re.IGNORECASE)
+MARKDOWN_FIELDS = ("intro", "outro", "body")
+
+# The renderer's Markdown, but keeping every link: markdown-it's own check drops javascript: links
+# silently, and only some spellings of them; here each one becomes an error with its line.
+_md = MarkdownIt("commonmark", {"html": False}).enable("table").enable("strikethrough")
+_md.validateLink = lambda url: True  # type: ignore[method-assign]
+
+
+def describe_char(c: str) -> str:
+    cp = ord(c)
+    name = _CHAR_NAMES.get(cp) or ("a line break" if c in _LINE_BREAKS else
+                                   "not a character" if 0xD800 <= cp < 0xE000 or cp > 0xFFFD else "a control character")
+    return f"U+{cp:04X} ({name})"
+
+
+def shorten(value: str, width: int = 60) -> str:
+    """A value short enough to quote in a message."""
+    value = " ".join(value.split())
+    return value if len(value) <= width else value[:width - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A problem inside one text field.
+
+    `line` counts lines inside the text (0 = its first line; None = the field as a whole, reported at its
+    key); `invalid` findings make the file fail to load, the others are pre-send checks
+    (checks.check_issue reports them for a valid issue)."""
+
+    line: int | None
+    message: str
+    severity: str = "error"
+    invalid: bool = True
+
+
+def line_findings(v: str, *, merge_fields: bool = False, limit: int = MAX_LINE_CHARS) -> list[Finding]:
+    """One-line fields: no line breaks or control characters (header injection), bounded length."""
+    if len(v) > limit:
+        return [Finding(None, f"is {len(v):,} characters; at most {limit:,} on one line")]
+    found = []
+    if m := _NOT_ONE_LINE.search(v.strip(" \t\r\n")):
+        c = m.group()
+        if c in _LINE_BREAKS:
+            found.append(Finding(None, f"must be one line (a line break in a mail header is header injection): "
+                                    f"{describe_char(c)} inside the text"))
+        else:
+            found.append(Finding(None, f"{describe_char(c)} is not allowed in one-line text (it can inject mail headers "
+                                    "or break the layout); delete it"))
+    if merge_fields:
+        found += [Finding(None, message) for _, message in merge.field_problems(v)]
+    return found
+
+
+def markdown_text_findings(v: str) -> list[Finding]:
+    """Markdown fields, before any Markdown is parsed: length, control characters, merge fields."""
+    if len(v) > MAX_MARKDOWN_CHARS:
+        return [Finding(None, f"is {len(v):,} characters; at most {MAX_MARKDOWN_CHARS:,} (an email is clipped by "
+                           "Gmail at ~102 KB anyway): shorten it, or link to the full text")]
+    found = []
+    if m := _NOT_MARKDOWN.search(v):
+        found.append(Finding(v.count("\n", 0, m.start()), f"{describe_char(m.group())} is not allowed in text; delete it"))
+    for offset, message in merge.field_problems(v):
+        found.append(Finding(v.count("\n", 0, offset), message))
+    return found
+
+
+def _link_problem(href: str) -> str | None:
+    """Why a link target (as markdown-it normalized it: entities decoded, percent-encoded) is refused."""
+    if not href.strip():
+        return "a link without a URL; write [label](https://...)"
+    if href.strip().lower().startswith(SAFE_MARKDOWN_SCHEMES):
+        return None
+    shown = shorten(unquote(href))
+    # what a browser would make of it: it drops tabs, line breaks and other controls inside a URL
+    seen = re.sub(r"[\x00-\x20\x7f-\x9f]", "", unquote(href)).lower()
+    if seen.startswith(("javascript:", "vbscript:", "data:", "file:")):
+        return f"link {shown!r}: javascript:, data:, vbscript: and file: links are not allowed"
+    return f"link {shown!r}: only http(s):// and mailto: links are allowed"
+
+
+@lru_cache(maxsize=256)
+def markdown_findings(text: str) -> tuple[Finding, ...]:
+    """Links and images in Markdown: unsafe links (invalid), images without alt text (a check error),
+    images not on https (a warning). Cached: validation and the checks ask about the same texts."""
+    found: list[Finding] = []
+    # merge fields become tokens first, as when rendering: a field inside a URL must not change its shape
+    source = merge.tokenize(text, lambda expr: "NLMF0H")
+    for block in _md.parse(source):
+        if block.type != "inline" or not block.children:
+            continue
+        line = block.map[0] if block.map else None
+        for tok in block.children:
+            if tok.type in ("softbreak", "hardbreak") and line is not None:
+                line += 1
+            elif tok.type == "link_open":
+                if problem := _link_problem(str(tok.attrGet("href") or "")):
+                    found.append(Finding(line, problem))
+            elif tok.type == "image":
+                src = str(tok.attrGet("src") or "")
+                if not src.lower().startswith(("https://", "http://")):
+                    found.append(Finding(line, f"image {shorten(unquote(src))!r}: images must be https:// URLs"))
+                elif not src.lower().startswith("https://"):
+                    found.append(Finding(line, f"image {shorten(src)} is not https: many mail clients block it",
+                                         "warning", invalid=False))
+                if not tok.content.strip():
+                    found.append(Finding(line, f"image {shorten(src)} has no alt text: write "
+                                               f"![what it shows]({shorten(src)})", invalid=False))
+    return tuple(found)
+
+
+def _raise_first(found: list[Finding]) -> None:
+    if found:
+        raise ValueError(found[0].message)
+
+
+# The validators below also run for an explicit `preheader: null` on optional fields: None passes.
+
+
+def one_line(v: str | None) -> str | None:
+    if v is None:
+        return v
+    _raise_first(line_findings(v))
+    return v.strip()
+
+
+def with_merge_fields(v: str | None) -> str | None:
+    if v is None:
+        return v
+    _raise_first(line_findings(v, merge_fields=True))
+    return v.strip()
+
+
+def markdown_text(v: str | None) -> str | None:
+    """Markdown fields: links and images are checked by parse_issue and check_issue, with their lines."""
+    if v is None:
+        return v
+    _raise_first(markdown_text_findings(v))
+    return v
+
+
+def http_url(v: str) -> str:
+    v = v.strip()
+    if len(v) > MAX_URL_CHARS:
+        raise ValueError(f"URL of {len(v):,} characters; at most {MAX_URL_CHARS:,}")
+    if not re.match(r"https?://[^\s/$.?#][^\s\x00-\x1f\x7f-\x9f]*$", v, re.IGNORECASE):
+        raise ValueError(f"{shorten(v)!r} is not an http(s) URL; write it as https://...")
+    return v
