@@ -15,6 +15,7 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -105,8 +106,7 @@ def check_subprocess(path: Path, config: Path) -> Run:
     """`python -m newsletter check PATH` in a child process, with its own CPU time and peak memory."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NEWSLETTER_", "SENDGRID_"))}
     env.update({"NO_COLOR": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
-    out_path = path.with_suffix(".out")
-    with out_path.open("w+") as out:
+    with tempfile.TemporaryFile("w+") as out:  # never beside the corpus file: the tree stays clean
         proc = subprocess.Popen([sys.executable, "-m", "newsletter", "--config", str(config), "check", str(path)],
                                 stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_limit_memory)
         killer = threading.Timer(60, proc.kill)
