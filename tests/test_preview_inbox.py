@@ -411,3 +411,40 @@ def test_the_preview_pages_send_test_button_lands_in_the_inbox(digest: Project, 
     assert found["subject"] == "[TEST] " + SUBJECT
     assert [t["address"] for t in found["to"]] == ["preview@example.org"]
     assert sent_rows(digest) == []  # a test copy is never the real send
+
+
+def test_a_reader_unsubscribes_from_the_copy_in_the_inbox_and_the_next_issue_skips_them(
+        digest: Project, inbox: MailDev) -> None:
+    # the walkthrough of `newsletter serve`: a real send lands in MailDev; Анна opens the footer link of
+    # her copy (the page: nothing changes), confirms (the button: a POST to the same URL), and the
+    # next issue's dry run skips her, with the reason
+    from starlette.testclient import TestClient
+
+    from newsletter.config import load_settings
+    from newsletter.web import create_app
+
+    send(digest, inbox, "--send", "--yes")
+    anna = next(m for m in inbox.wait_for(len(SUBSCRIBED)) if m["envelope"]["to"][0]["address"] == "anna@example.com")
+    msg = email.message_from_bytes(inbox.source(anna["id"]), policy=policy.default)
+    link = unsubscribe_link(msg)
+    assert link in anna["text"]  # the footer's link and the header's are one
+    settings = load_settings(digest.root / "newsletter.toml", env=smtp_env(inbox))
+    parts_ = urlsplit(link)
+    with TestClient(create_app(settings), base_url=f"{parts_.scheme}://{parts_.netloc}") as client:
+        page = client.get(f"{parts_.path}?{parts_.query}")
+        assert page.status_code == 200 and "<form" in page.text and 'method="post"' in page.text.lower()
+        with settings.open_store() as store:
+            assert store.suppressions.get("anna@example.com") is None  # a GET changes nothing
+        done = client.post(f"{parts_.path}?{parts_.query}")
+        assert done.status_code == 200
+    with settings.open_store() as store:
+        got = store.suppressions.get("anna@example.com")
+        assert got and got.reason == "unsubscribed" and got.source == "link"
+
+    shutil.copy(EXAMPLE, digest.root / "issues" / "2021-04.yaml")
+    dry = run_cli("send", "issues/2021-04.yaml", "--list", "readers", "--provider", "smtp",
+                  cwd=digest.root, env=smtp_env(inbox))
+    assert dry.code == 0, dry.output
+    assert re.search(r"suppressed\s+1\s+unsubscribed 1", dry.out), dry.out
+    recipients = (digest.root / "outbox" / "2021-04" / "recipients.csv").read_text(encoding="utf-8")
+    assert "anna@example.com" not in recipients and "boris@example.org" in recipients
