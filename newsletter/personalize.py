@@ -5,12 +5,16 @@ The issue is rendered once (render.py); here we only compute the few strings tha
 
 from __future__ import annotations
 
+import html as html_lib
+import re
+from html import escape
+from string import Formatter
 from urllib.parse import quote
 
 from .config import Settings
 from .message import Envelope, Personalization, Rendered
-from .subscribers import Subscriber
-from .tokens import unsubscribe_token, verify_unsubscribe_token
+from .subscribers import Subscriber, address_key
+from .tokens import token_signer, unsubscribe_token, verify_unsubscribe_token
 
 __all__ = ["Personalizer", "sample_message", "html_size", "unsubscribe_token", "verify_unsubscribe_token"]  # tokens: re-exported
 
@@ -20,10 +24,26 @@ __all__ = ["Personalizer", "sample_message", "html_size", "unsubscribe_token", "
 SAMPLE_SUBSCRIBER = Subscriber(email="reader@example.com", name="", status="subscribed",
                                fields={"email": "reader@example.com"}, line=0)
 SAMPLE_SECRET = "sample-only: not a real key, links signed with it are refused"
+_URL_SAFE = re.compile(r"[A-Za-z0-9_.~@-]*")  # what quote(x, safe="@") leaves as it is
+
+
+def url_quote(email: str) -> str:
+    """quote(email, safe="@"), without its work for the usual address that needs no quoting."""
+    return email if _URL_SAFE.fullmatch(email) else quote(email, safe="@")
+
+
+def mailto_quote(email: str) -> str:
+    """quote("unsubscribe " + email): the subject of the mailto: unsubscribe link."""
+    if _URL_SAFE.fullmatch(email):
+        return "unsubscribe%20" + email.replace("@", "%40")
+    return quote("unsubscribe " + email)
 
 
 class Personalizer:
-    """Turns a Subscriber into a Personalization for one rendered issue and one provider."""
+    """Turns a Subscriber into a Personalization for one rendered issue and one provider.
+
+    Called once per reader, so what does not differ between readers is prepared here once: the
+    signing key, the HTML-escaped URL template, the merge fields' compiled functions."""
 
     def __init__(self, rendered: Rendered, settings: Settings, secret: str, *, provider: str,
                  test: bool = False):
@@ -35,18 +55,27 @@ class Personalizer:
         self.mailto = settings.unsubscribe_mailto
         # a provider with its own unsubscribe mechanism (SendGrid's groups) fills its tag itself
         self.provider_tag = settings.own_unsubscribe(provider)
+        self._sign = token_signer(secret)
+        self._fields = [f.evaluate for f in rendered.fields]
+        # the URL's HTML form is the escaped template filled in: the values filled in (quoted
+        # address, base64url token) hold nothing html.escape changes. Only for plain {email}/{token}.
+        plain = all(name in (None, "email", "token") and not spec and conv is None
+                    for _, name, spec, conv in Formatter().parse(self.url_template))
+        self._escaped_template = html_lib.escape(self.url_template) if plain else None
 
-    def unsubscribe_url(self, email: str) -> str:
+    def unsubscribe_url(self, email: str, key: str | None = None) -> str:
+        """The reader's link; `key` is address_key(email) when the caller has it already."""
         if not self.url_template:
             return self.provider_tag or ""
-        return self.url_template.format(email=quote(email, safe="@"), token=unsubscribe_token(self.secret, email))
+        return self.url_template.format(email=url_quote(email),
+                                        token=self._sign(key if key is not None else address_key(email)))
 
     def headers(self, url: str, email: str) -> dict[str, str]:
         links = []
         if url.startswith("https://"):
             links.append(f"<{url}>")
         if self.mailto:
-            links.append(f"<mailto:{self.mailto}?subject={quote('unsubscribe ' + email)}>")
+            links.append(f"<mailto:{self.mailto}?subject={mailto_quote(email)}>")
         headers = {}
         if links:
             headers["List-Unsubscribe"] = ", ".join(links)
@@ -58,14 +87,24 @@ class Personalizer:
     def __call__(self, sub: Subscriber, to: str | None = None) -> Personalization:
         """Personalize for `sub`; `to` sends that copy elsewhere (test sends to a preview inbox)."""
         address = to or sub.email
-        url = self.unsubscribe_url(address)
-        raw, escaped = self.rendered.values(sub.fields, url)
+        fields = sub.fields
+        values = [evaluate(fields) for evaluate in self._fields]
+        escaped = [escape(v) for v in values]
+        if not self.url_template:  # the provider's own tag must reach it verbatim to be replaced
+            url = url_html = self.provider_tag or ""
+        else:
+            quoted = url_quote(address)
+            token = self._sign(sub.key if to is None or to == sub.email else address_key(address))
+            url = self.url_template.format(email=quoted, token=token)
+            url_html = (self._escaped_template.format(email=quoted, token=token)
+                        if self._escaped_template is not None else escape(url))
         if self.provider_tag and url == self.provider_tag:
-            escaped[0] = url  # the provider's own tag must reach it verbatim to be replaced
+            url_html = url  # the provider's own tag must reach it verbatim to be replaced
             headers = {}  # and the provider adds its own List-Unsubscribe headers
         else:
             headers = self.headers(url, address)
-        return Personalization(address, "" if to else sub.name, tuple(raw), tuple(escaped), headers, sub.line)
+        return Personalization(address, "" if to else sub.name, (url, *values), (url_html, *escaped), headers,
+                               sub.line)
 
     def envelope(self) -> Envelope:
         r, s = self.rendered, self.settings

@@ -5,10 +5,10 @@ cut to 128 bits and written in base64url (22 characters): unguessable per reader
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import re
+from base64 import urlsafe_b64encode
+from collections.abc import Callable
 
 from .subscribers import address_key
 
@@ -18,10 +18,20 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]{%d}" % TOKEN_LENGTH)
 
 def unsubscribe_token(secret: str, email: str) -> str:
     """The token for `email` (compared as address_key does: case-insensitive in A-Z and domain)."""
+    return token_signer(secret)(address_key(email))
+
+
+def token_signer(secret: str) -> Callable[[str], str]:
+    """A function from an address key (subscribers.address_key) to its token, the key prepared once:
+    what the send loop calls per reader."""
     # surrogateescape: a key read from the environment may hold bytes that are not UTF-8
     key = secret.encode("utf-8", "surrogateescape")
-    digest = hmac.new(key, address_key(email).encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
+
+    def sign(address: str) -> str:
+        digest = hmac.digest(key, address.encode(), "sha256")  # one-shot: no HMAC object per reader
+        return urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
+
+    return sign
 
 
 def verify_unsubscribe_token(secret: str, email: object, token: object) -> bool:
