@@ -5,6 +5,7 @@ cut to 128 bits and written in base64url (22 characters): unguessable per reader
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 from base64 import urlsafe_b64encode
@@ -12,6 +13,9 @@ from collections.abc import Callable
 
 from .subscribers import address_key
 
+_BLOCK = 64  # SHA-256's block size in bytes
+_IPAD = bytes(x ^ 0x36 for x in range(256))  # translate tables: every key byte XOR the pad
+_OPAD = bytes(x ^ 0x5C for x in range(256))
 TOKEN_LENGTH = 22  # 16 bytes in base64url, without padding
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{%d}" % TOKEN_LENGTH)
 
@@ -26,10 +30,20 @@ def token_signer(secret: str) -> Callable[[str], str]:
     what the send loop calls per reader."""
     # surrogateescape: a key read from the environment may hold bytes that are not UTF-8
     key = secret.encode("utf-8", "surrogateescape")
+    # HMAC (RFC 2104) with its two keyed SHA-256 states computed once and copied per reader: a third
+    # of hmac.digest()'s cost, which sets the key up again on every call
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_BLOCK, b"\0")
+    inner = hashlib.sha256(key.translate(_IPAD))
+    outer = hashlib.sha256(key.translate(_OPAD))
 
     def sign(address: str) -> str:
-        digest = hmac.digest(key, address.encode(), "sha256")  # one-shot: no HMAC object per reader
-        return urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
+        i = inner.copy()
+        i.update(address.encode())
+        o = outer.copy()
+        o.update(i.digest())
+        return urlsafe_b64encode(o.digest()[:16]).rstrip(b"=").decode()
 
     return sign
 

@@ -143,3 +143,12 @@ def test_personalizations_are_what_they_were_before_the_fast_path(project):
                     for to in (None, "preview+x@example.com", email.upper()):
                         got = p(sub, to=to)
                         assert (got.email, got.name, got.raw, got.escaped, got.headers) == _reference(p, sub, to)
+
+
+def test_token_signer_is_hmac_sha256_for_every_key_length():
+    for secret in ("k", "k3y" * 21 + "x", "k" * 64, "k" * 65, "é" * 40, "\udcff\udcfe-raw-bytes", "x" * 500):
+        sign = tokens.token_signer(secret)
+        for email in ("anna@example.com", "пользователь@пример.рф", ""):
+            raw = secret.encode("utf-8", "surrogateescape")
+            expected = base64.urlsafe_b64encode(hmac.new(raw, email.encode(), hashlib.sha256).digest()[:16])
+            assert sign(email) == expected.rstrip(b"=").decode()
