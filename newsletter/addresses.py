@@ -11,6 +11,7 @@ accept, reject and message is the library's own (tests/test_addresses.py compare
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 
 import email_validator
@@ -18,7 +19,22 @@ from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES, DOT_ATOM_TEXT, EMAIL_MAX_LENGTH
 from email_validator.syntax import validate_email_domain_name
 
-__all__ = ["AddressValidator", "Address", "EmailNotValidError"]
+__all__ = ["AddressValidator", "Address", "EmailNotValidError", "address_key"]
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def address_key(email: str) -> str:
+    """The one identity of an address: de-duplication, the send record and unsubscribe tokens.
+
+    The domain is compared case-insensitively; the local part only in A-Z, so that distinct
+    mailboxes such as straße@ and strasse@ stay apart (str.casefold() would merge them).
+    """
+    if not email.isascii():
+        email = unicodedata.normalize("NFC", email)  # as email-validator normalizes it
+    local, at, domain = email.rpartition("@")
+    if not at:
+        return email.translate(_ASCII_LOWER)
+    return f"{local.translate(_ASCII_LOWER)}@{domain.lower()}"
 
 _ROLE_NAMES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)  # email-validator lower-cases these: slow path
 _MAX_DOMAINS = 20_000  # remembered domains; a list of a million distinct domains stays bounded
@@ -30,6 +46,7 @@ class Address:
 
     normalized: str
     local_part: str
+    key: str  # subscribers.address_key(normalized)
 
 
 @dataclass
@@ -37,6 +54,7 @@ class _Domain:
     """One domain as email-validator normalizes it, and how much it adds to an address's length."""
 
     domain: str
+    key: str | None  # the domain as address_key writes it, when that needs no Unicode normalization
     extra: int  # the longest of the three forms email-validator length-checks, minus the local part
 
 
@@ -58,7 +76,7 @@ class AddressValidator:
         else:
             # the original, the normalized and the IDNA-ASCII forms are each checked in UTF-8 bytes
             extra = 1 + max(len(part.encode()), len(info["domain"].encode()), len(info["ascii_domain"]))
-            found = _Domain(info["domain"], extra)
+            found = _Domain(info["domain"], info["domain"].lower() if info["domain"].isascii() else None, extra)
         if len(self.domains) >= _MAX_DOMAINS:
             self.domains.clear()
         self.domains[part] = found
@@ -70,6 +88,9 @@ class AddressValidator:
         if (at and domain_part and local.isascii() and local.lower() not in _ROLE_NAMES and DOT_ATOM_TEXT.match(local)):
             domain = self.domains[domain_part] if domain_part in self.domains else self._domain(domain_part)
             if domain is not None and len(local) + domain.extra <= EMAIL_MAX_LENGTH:
-                return Address(local + "@" + domain.domain, local)
+                normalized = local + "@" + domain.domain
+                if domain.key is None:
+                    return Address(normalized, local, address_key(normalized))
+                return Address(normalized, local, local.translate(_ASCII_LOWER) + "@" + domain.key)
         valid = validate_email(email, check_deliverability=False)  # the rare shapes, and every error
-        return Address(valid.normalized, valid.local_part)
+        return Address(valid.normalized, valid.local_part, address_key(valid.normalized))

@@ -11,14 +11,13 @@ from __future__ import annotations
 import csv
 import re
 import sqlite3
-import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from .addresses import AddressValidator, EmailNotValidError
+from .addresses import AddressValidator, EmailNotValidError, address_key
 from .errors import Problem, SubscriberListError
 
 STATUSES = ("subscribed", "unsubscribed", "bounced", "complained")
@@ -33,21 +32,6 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # what looks like an address, for naming readers in messages; linear time on hostile text: a match
 # starts only where a run of local-part characters starts, and every repetition is bounded
 _ADDRESS = re.compile(r"(?<![\w.+'&%=~-])[\w.+'&%=~-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-
-
-def address_key(email: str) -> str:
-    """The one identity of an address: de-duplication, the send record and unsubscribe tokens.
-
-    The domain is compared case-insensitively; the local part only in A-Z, so that distinct
-    mailboxes such as straße@ and strasse@ stay apart (str.casefold() would merge them).
-    """
-    if not email.isascii():
-        email = unicodedata.normalize("NFC", email)  # as email-validator normalizes it
-    local, at, domain = email.rpartition("@")
-    if not at:
-        return email.translate(_ASCII_LOWER)
-    return f"{local.translate(_ASCII_LOWER)}@{domain.lower()}"
 
 
 def describe_control(value: str) -> str | None:
@@ -287,7 +271,7 @@ class SubscriberList:
                         self.invalid.append(self._unreadable(lines, e))
                         continue
                     start, end = lines.start, lines.lineno  # a quoted field may span lines
-                    if not any(cell.strip() for cell in row):
+                    if not "".join(row).strip():  # a blank row (whitespace only): not a reader
                         continue
                     self.rows += 1
                     if end > start and (problem := self._runaway(lines)):
@@ -321,7 +305,7 @@ class SubscriberList:
                         continue
                     row[i_email] = email
                     pending.append(Subscriber(email, row[i_name] if i_name is not None else "",
-                                              status.lower(), dict(zip(names, row)), start))
+                                              status.lower(), dict(zip(names, row)), start, valid.key))
                     if len(pending) >= _DEDUP_BATCH:
                         yield from self._unique(seen, pending)
                         pending = []

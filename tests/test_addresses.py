@@ -83,3 +83,13 @@ def test_cached_domains_give_the_same_answers_for_their_other_addresses() -> Non
             email = f"{local}@{domain}"
             assert _ours(check, email) == _reference(email), email
     assert set(check.domains) <= set(domains)
+
+
+@pytest.mark.parametrize("email", TRICKY + _corpus_addresses())
+def test_the_key_is_address_key_of_the_normalized_address(email: str) -> None:
+    from newsletter.subscribers import address_key
+    try:
+        valid = AddressValidator()(email)
+    except EmailNotValidError:
+        return
+    assert valid.key == address_key(valid.normalized)
