@@ -56,6 +56,9 @@ class Personalization:
     escaped: tuple[str, ...]
     headers: dict[str, str] = field(default_factory=dict)  # List-Unsubscribe, List-Unsubscribe-Post
     line: int = 0  # line in the subscriber list, for messages
+    # (quoted address, token): what this reader's unsubscribe URL (slot 0) is the envelope's
+    # unsubscribe_url filled with; None when slot 0 is something else (a provider's own tag)
+    unsubscribe: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,9 @@ class Envelope:
     slots: int  # number of slots: values lists have this length
     categories: tuple[str, ...] = ()
     test: bool = False
+    # the unsubscribe URL template ({email}, {token}) slot 0 is filled from, when it is that simple:
+    # a provider can then send the URL once and only each reader's two values (see SendGrid)
+    unsubscribe_url: str = ""
     # the three texts split once at their tokens (~0.2 ms for 60 KB): filling is then one join
     fillers: tuple[merge.Filler, merge.Filler, merge.Filler] = field(init=False, repr=False, compare=False)
 

@@ -90,21 +90,26 @@ class Personalizer:
         fields = sub.fields
         values = [evaluate(fields) for evaluate in self._fields]
         escaped = [escape(v) for v in values]
+        parts = None
         if not self.url_template:  # the provider's own tag must reach it verbatim to be replaced
             url = url_html = self.provider_tag or ""
         else:
             quoted = url_quote(address)
             token = self._sign(sub.key if to is None or to == sub.email else address_key(address))
             url = self.url_template.format(email=quoted, token=token)
-            url_html = (self._escaped_template.format(email=quoted, token=token)
-                        if self._escaped_template is not None else escape(url))
+            if self._escaped_template is not None:
+                url_html = self._escaped_template.format(email=quoted, token=token)
+                parts = (quoted, token)
+            else:
+                url_html = escape(url)
         if self.provider_tag and url == self.provider_tag:
             url_html = url  # the provider's own tag must reach it verbatim to be replaced
             headers = {}  # and the provider adds its own List-Unsubscribe headers
+            parts = None
         else:
             headers = self.headers(url, address)
         return Personalization(address, "" if to else sub.name, (url, *values), (url_html, *escaped), headers,
-                               sub.line)
+                               sub.line, parts)
 
     def envelope(self) -> Envelope:
         r, s = self.rendered, self.settings
@@ -119,6 +124,7 @@ class Personalizer:
             slots=r.slots,
             categories=("newsletter", r.stem, "test") if self.test else ("newsletter", r.stem),
             test=self.test,
+            unsubscribe_url=self.url_template if self._escaped_template is not None else "",
         )
 
 

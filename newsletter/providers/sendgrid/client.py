@@ -3,8 +3,10 @@ and each recipient's values as SendGrid substitutions (example issue, 1000 reade
 
 from __future__ import annotations
 
+import html as html_lib
 import http.client
 import json
+from collections.abc import Callable
 import logging
 import time
 from email.utils import parsedate_to_datetime
@@ -16,7 +18,7 @@ from sendgrid import SendGridAPIClient
 
 from ...errors import ConfigError
 from ...merge import token
-from ...message import BatchResult, Envelope, Personalization
+from ...message import UNSUBSCRIBE_SLOT, BatchResult, Envelope, Personalization
 from ...scrub import scrub
 from . import SendGridSettings
 
@@ -26,6 +28,10 @@ MAX_CATEGORIES = 10  # SendGrid rejects more
 # An explicit charset makes python_http_client send our str as-is (.encode("utf-8")) instead of
 # re-serializing it with json.dumps' default ensure_ascii: \uXXXX is 6 bytes for a 2-byte letter.
 CONTENT_TYPE = "application/json; charset=utf-8"
+
+# Substitution tags of the unsubscribe URL's parts; letters only (like the NLMF tokens), so nothing in
+# the content or in a URL is read as one by accident
+_EMAIL_TAG, _TOKEN_TAG = "NLMFUE", "NLMFUT"
 
 # Its DEBUG lines carry the Authorization header (our API key) and whole request bodies.
 logging.getLogger("python_http_client.client").setLevel(logging.INFO)
@@ -52,7 +58,6 @@ class SendGridProvider:
         self._asm_group_id = settings.asm_group_id
         self._client = SendGridAPIClient(settings.api_key, host=self.api_url).client
         self._client.request_headers["Content-Type"] = CONTENT_TYPE
-        self._tags: tuple[Envelope, list[tuple[str, int, bool]]] | None = None
 
     def __repr__(self) -> str:  # never show the key
         return f"SendGridProvider(api_url={self.api_url!r}, max_batch={self.max_batch})"
@@ -108,18 +113,21 @@ class SendGridProvider:
             result.sent.update(dict.fromkeys(emails, answer))
 
     def body(self, envelope: Envelope, batch: list[Personalization]) -> dict[str, Any]:
-        """The /v3/mail/send request for one batch, as a plain dict (the helpers are ~4x slower)."""
-        tags = self._tags_for(envelope)
+        """The /v3/mail/send request for one batch, as a plain dict (the helpers are ~4x slower).
+
+        Only what differs per reader goes into each personalization: the shared parts are sent once
+        with substitution tags in them (see `_content`)."""
+        subject, html_part, text, tags = self._content(envelope, batch)
         custom_args = {"issue": envelope.issue_id}
         personalizations = []
         for p in batch:
             to = {"email": p.email, "name": p.name} if p.name else {"email": p.email}
             item: dict[str, Any] = {"to": [to]}
             if tags:
-                item["substitutions"] = {
-                    tag: (p.escaped if html else p.raw)[slot] for tag, slot, html in tags
-                }
+                item["substitutions"] = {tag: value(p) for tag, value in tags}
             if p.headers:
+                # SendGrid substitutes in subject, reply-to and content, not in headers (its spec):
+                # each reader's List-Unsubscribe travels whole
                 item["headers"] = p.headers
             # the spec types top-level custom_args as a string; per personalization it is an object
             item["custom_args"] = custom_args
@@ -128,12 +136,11 @@ class SendGridProvider:
         if envelope.from_name:
             sender["name"] = envelope.from_name
         # text/plain must come before text/html: SendGrid rejects the other order
-        content = [{"type": t, "value": v}
-                   for t, v in (("text/plain", envelope.text), ("text/html", envelope.html)) if v]
+        content = [{"type": t, "value": v} for t, v in (("text/plain", text), ("text/html", html_part)) if v]
         body: dict[str, Any] = {
             "personalizations": personalizations,
             "from": sender,
-            "subject": envelope.subject,
+            "subject": subject,
             "content": content,
         }
         if envelope.reply_to:
@@ -148,16 +155,43 @@ class SendGridProvider:
     def close(self) -> None:
         """Nothing to release: python_http_client opens a new connection per request."""
 
-    def _tags_for(self, envelope: Envelope) -> list[tuple[str, int, bool]]:
-        """(tag, slot, is_html) for the tokens the envelope really uses; computed once per envelope.
-        Unused tags would only add bytes to each of the 1000 personalizations."""
-        if self._tags is None or self._tags[0] is not envelope:
-            parts = (envelope.subject, envelope.html, envelope.text)
-            tags = [(token(slot, html), slot, html)
-                    for slot in range(envelope.slots) for html in (True, False)
-                    if any(token(slot, html) in part for part in parts)]
-            self._tags = (envelope, tags)
-        return self._tags[1]
+    def _content(self, envelope: Envelope, batch: list[Personalization]
+                 ) -> tuple[str, str, str, list[tuple[str, Callable[[Personalization], str]]]]:
+        """(subject, html, text) for one request, with the tags its personalizations fill, and the
+        (tag, value of a reader) pairs. Per reader only what differs is sent:
+
+        - the unsubscribe URL (slot 0) is written into the content once, from the envelope's template,
+          with two tags for the reader's quoted address and token (instead of the whole URL, twice);
+        - a merge field whose HTML-escaped value equals its raw value for every reader of the batch
+          (a name without & < > " ') takes one tag in both parts instead of two.
+        SendGrid expanding these tags gives each reader exactly Envelope.fill's strings (tested)."""
+        fillers = envelope.fillers
+        used_html, used_text = set(fillers[1].slots), set(fillers[0].slots) | set(fillers[2].slots)
+        # the URL by its parts, unless a value could be read as one of our tags by SendGrid
+        url_parts = (bool(envelope.unsubscribe_url) and "NLMF" not in envelope.unsubscribe_url
+                     and (UNSUBSCRIBE_SLOT in used_html or UNSUBSCRIBE_SLOT in used_text)
+                     and all(p.unsubscribe is not None and "NLMF" not in p.unsubscribe[0]
+                             and "NLMF" not in p.unsubscribe[1] for p in batch))
+        html_values, text_values = [], []
+        tags: list[tuple[str, Callable[[Personalization], str]]] = []
+        for slot in range(envelope.slots):
+            raw_tag, html_tag = token(slot, False), token(slot, True)
+            if slot == UNSUBSCRIBE_SLOT and url_parts:
+                tagged = envelope.unsubscribe_url.format(email=_EMAIL_TAG, token=_TOKEN_TAG)
+                html_values.append(html_lib.escape(envelope.unsubscribe_url).format(email=_EMAIL_TAG, token=_TOKEN_TAG))
+                text_values.append(tagged)
+                tags += [(_EMAIL_TAG, _quoted_email), (_TOKEN_TAG, _token)]
+                continue
+            same = slot in used_html and all(p.escaped[slot] == p.raw[slot] for p in batch)
+            html_values.append(raw_tag if same else html_tag)
+            text_values.append(raw_tag)
+            if slot in used_text or same:
+                tags.append((raw_tag, _raw(slot)))
+            if slot in used_html and not same:
+                tags.append((html_tag, _escaped(slot)))
+        subject, html_part, text = (fillers[0].fill(text_values), fillers[1].fill(html_values),
+                                    fillers[2].fill(text_values))
+        return subject, html_part, text, tags
 
     def _refused(self, result: BatchResult, emails: list[str], status: int, body: bytes,
                  headers: Any) -> None:
@@ -219,3 +253,19 @@ def _retry_after(headers: Any) -> float | None:
     except (ValueError, TypeError, OverflowError):
         return None
     return min(max(wait, 0.0), MAX_RETRY_AFTER) if wait == wait else None  # NaN fails ==
+
+
+def _quoted_email(p: Personalization) -> str:
+    return p.unsubscribe[0]  # type: ignore[index]  # set whenever this tag is used
+
+
+def _token(p: Personalization) -> str:
+    return p.unsubscribe[1]  # type: ignore[index]
+
+
+def _raw(slot: int) -> Callable[[Personalization], str]:
+    return lambda p: p.raw[slot]
+
+
+def _escaped(slot: int) -> Callable[[Personalization], str]:
+    return lambda p: p.escaped[slot]
