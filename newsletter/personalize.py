@@ -12,7 +12,7 @@ from string import Formatter
 from urllib.parse import quote
 
 from .config import Settings
-from .message import Envelope, Personalization, Rendered
+from .message import TAG_DOMAIN, TAG_LOCAL, TAG_TOKEN, Envelope, Personalization, Rendered
 from .subscribers import Subscriber, address_key
 from .tokens import token_signer, unsubscribe_token, verify_unsubscribe_token
 
@@ -125,7 +125,19 @@ class Personalizer:
             categories=("newsletter", r.stem, "test") if self.test else ("newsletter", r.stem),
             test=self.test,
             unsubscribe_url=self.url_template if self._escaped_template is not None else "",
+            unsubscribe_headers=self.tagged_headers(),
         )
+
+    def tagged_headers(self) -> dict[str, str]:
+        """The headers of a reader whose parts are the tags (see message.TAG_LOCAL), made by the
+        very code every reader's headers come from; empty when the URL is not a plain template."""
+        if self._escaped_template is None or not self.url_template:
+            return {}
+        address = f"{TAG_LOCAL}@{TAG_DOMAIN}"
+        url = self.url_template.format(email=url_quote(address), token=TAG_TOKEN)
+        if self.provider_tag and url == self.provider_tag:
+            return {}
+        return self.headers(url, address)
 
 
 def sample_message(rendered: Rendered, settings: Settings) -> tuple[str, str, str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import html as html_lib
 import http.client
 import json
-from collections.abc import Callable
 import logging
 import time
 from email.utils import parsedate_to_datetime
@@ -18,7 +17,7 @@ from sendgrid import SendGridAPIClient
 
 from ...errors import ConfigError
 from ...merge import token
-from ...message import UNSUBSCRIBE_SLOT, BatchResult, Envelope, Personalization
+from ...message import TAG_DOMAIN, TAG_EMAIL, TAG_LOCAL, TAG_TOKEN, UNSUBSCRIBE_SLOT, BatchResult, Envelope, Personalization
 from ...scrub import scrub
 from . import SendGridSettings
 
@@ -28,10 +27,6 @@ MAX_CATEGORIES = 10  # SendGrid rejects more
 # An explicit charset makes python_http_client send our str as-is (.encode("utf-8")) instead of
 # re-serializing it with json.dumps' default ensure_ascii: \uXXXX is 6 bytes for a 2-byte letter.
 CONTENT_TYPE = "application/json; charset=utf-8"
-
-# Substitution tags of the unsubscribe URL's parts; letters only (like the NLMF tokens), so nothing in
-# the content or in a URL is read as one by accident
-_EMAIL_TAG, _TOKEN_TAG = "NLMFUE", "NLMFUT"
 
 # Its DEBUG lines carry the Authorization header (our API key) and whole request bodies.
 logging.getLogger("python_http_client.client").setLevel(logging.INFO)
@@ -56,6 +51,7 @@ class SendGridProvider:
         self.api_url = settings.api_url.rstrip("/")  # "host/" would POST to //v3/mail/send
         self._key = settings.api_key
         self._asm_group_id = settings.asm_group_id
+        self._substitute_headers = settings.substitute_headers
         self._client = SendGridAPIClient(settings.api_key, host=self.api_url).client
         self._client.request_headers["Content-Type"] = CONTENT_TYPE
 
@@ -117,18 +113,16 @@ class SendGridProvider:
 
         Only what differs per reader goes into each personalization: the shared parts are sent once
         with substitution tags in them (see `_content`)."""
-        subject, html_part, text, tags = self._content(envelope, batch)
+        subject, html_part, text, tags, shared_headers, own_headers = self._content(envelope, batch)
         custom_args = {"issue": envelope.issue_id}
         personalizations = []
-        for p in batch:
+        for p, values, own in zip(batch, tags, own_headers):
             to = {"email": p.email, "name": p.name} if p.name else {"email": p.email}
             item: dict[str, Any] = {"to": [to]}
-            if tags:
-                item["substitutions"] = {tag: value(p) for tag, value in tags}
-            if p.headers:
-                # SendGrid substitutes in subject, reply-to and content, not in headers (its spec):
-                # each reader's List-Unsubscribe travels whole
-                item["headers"] = p.headers
+            if values:
+                item["substitutions"] = values
+            if p.headers and own:
+                item["headers"] = p.headers  # this reader's List-Unsubscribe, whole
             # the spec types top-level custom_args as a string; per personalization it is an object
             item["custom_args"] = custom_args
             personalizations.append(item)
@@ -143,6 +137,8 @@ class SendGridProvider:
             "subject": subject,
             "content": content,
         }
+        if shared_headers:
+            body["headers"] = shared_headers
         if envelope.reply_to:
             body["reply_to"] = {"email": envelope.reply_to}
         categories = list(dict.fromkeys(envelope.categories))[:MAX_CATEGORIES]  # must be unique
@@ -156,42 +152,57 @@ class SendGridProvider:
         """Nothing to release: python_http_client opens a new connection per request."""
 
     def _content(self, envelope: Envelope, batch: list[Personalization]
-                 ) -> tuple[str, str, str, list[tuple[str, Callable[[Personalization], str]]]]:
-        """(subject, html, text) for one request, with the tags its personalizations fill, and the
-        (tag, value of a reader) pairs. Per reader only what differs is sent:
+                 ) -> tuple[str, str, str, list[dict[str, str]], dict[str, str] | None, list[bool]]:
+        """(subject, html, text) of one request with tags in them, each reader's substitutions, and
+        the headers readers share (None: none), and which readers carry their own. Per reader
+        only what differs is sent:
 
         - the unsubscribe URL (slot 0) is written into the content once, from the envelope's template,
-          with two tags for the reader's quoted address and token (instead of the whole URL, twice);
+          with tags for the reader's quoted address (around its last @) and token;
+        - with substitute_headers, List-Unsubscribe too, at the top level (see SendGridSettings);
         - a merge field whose HTML-escaped value equals its raw value for every reader of the batch
           (a name without & < > " ') takes one tag in both parts instead of two.
-        SendGrid expanding these tags gives each reader exactly Envelope.fill's strings (tested)."""
+        Every reader's URL and headers are checked to come out of the tags exactly as they are, else
+        the request sends them whole: SendGrid expanding the tags gives each reader Envelope.fill's
+        strings and the reader's own headers, byte for byte (tested)."""
         fillers = envelope.fillers
         used_html, used_text = set(fillers[1].slots), set(fillers[0].slots) | set(fillers[2].slots)
-        # the URL by its parts, unless a value could be read as one of our tags by SendGrid
-        url_parts = (bool(envelope.unsubscribe_url) and "NLMF" not in envelope.unsubscribe_url
-                     and (UNSUBSCRIBE_SLOT in used_html or UNSUBSCRIBE_SLOT in used_text)
-                     and all(p.unsubscribe is not None and "NLMF" not in p.unsubscribe[0]
-                             and "NLMF" not in p.unsubscribe[1] for p in batch))
+        url_used = UNSUBSCRIBE_SLOT in used_html or UNSUBSCRIBE_SLOT in used_text
+        # with the headers shared, the address is split around its last @: the mailto: link writes
+        # it with %40, the URL with @; without, the whole address is one (shorter) tag
+        split = self._substitute_headers and bool(envelope.unsubscribe_headers)
+        parts = _url_parts(envelope, batch, split)
+        shared_headers = None
+        own_headers = [True] * len(batch)  # which readers carry their headers whole
+        tagged = envelope.unsubscribe_headers
+        # a reader's own headers replace the shared ones whether SendGrid merges them key by key
+        # or takes them whole, as long as they name the same headers
+        if parts is not None and split and all(p.headers.keys() == tagged.keys() for p in batch):
+            own_headers = [not _expands_to(tagged, p.headers, v) for p, v in zip(batch, parts)]
+            if not all(own_headers):
+                shared_headers = tagged
+        if parts is not None and split and shared_headers is None:  # back to the shorter tags
+            parts = _url_parts(envelope, batch, False)
+        by_url = parts is not None and (url_used or shared_headers is not None)
+        values: list[dict[str, str]] = [dict(v) for v in parts] if by_url and parts is not None else [{} for _ in batch]
         html_values, text_values = [], []
-        tags: list[tuple[str, Callable[[Personalization], str]]] = []
         for slot in range(envelope.slots):
             raw_tag, html_tag = token(slot, False), token(slot, True)
-            if slot == UNSUBSCRIBE_SLOT and url_parts:
-                tagged = envelope.unsubscribe_url.format(email=_EMAIL_TAG, token=_TOKEN_TAG)
-                html_values.append(html_lib.escape(envelope.unsubscribe_url).format(email=_EMAIL_TAG, token=_TOKEN_TAG))
-                text_values.append(tagged)
-                tags += [(_EMAIL_TAG, _quoted_email), (_TOKEN_TAG, _token)]
+            if slot == UNSUBSCRIBE_SLOT and by_url:
+                html_values.append(_tagged(envelope, html=True, split=shared_headers is not None))
+                text_values.append(_tagged(envelope, html=False, split=shared_headers is not None))
                 continue
             same = slot in used_html and all(p.escaped[slot] == p.raw[slot] for p in batch)
             html_values.append(raw_tag if same else html_tag)
             text_values.append(raw_tag)
-            if slot in used_text or same:
-                tags.append((raw_tag, _raw(slot)))
-            if slot in used_html and not same:
-                tags.append((html_tag, _escaped(slot)))
+            for p, mine in zip(batch, values):
+                if slot in used_text or same:
+                    mine[raw_tag] = p.raw[slot]
+                if slot in used_html and not same:
+                    mine[html_tag] = p.escaped[slot]
         subject, html_part, text = (fillers[0].fill(text_values), fillers[1].fill(html_values),
                                     fillers[2].fill(text_values))
-        return subject, html_part, text, tags
+        return subject, html_part, text, values, shared_headers, own_headers
 
     def _refused(self, result: BatchResult, emails: list[str], status: int, body: bytes,
                  headers: Any) -> None:
@@ -255,17 +266,43 @@ def _retry_after(headers: Any) -> float | None:
     return min(max(wait, 0.0), MAX_RETRY_AFTER) if wait == wait else None  # NaN fails ==
 
 
-def _quoted_email(p: Personalization) -> str:
-    return p.unsubscribe[0]  # type: ignore[index]  # set whenever this tag is used
+def _tagged(envelope: Envelope, *, html: bool, split: bool) -> str:
+    """The unsubscribe URL with tags for a reader's parts, as the text or the HTML part carries it."""
+    template = html_lib.escape(envelope.unsubscribe_url) if html else envelope.unsubscribe_url
+    return template.format(email=f"{TAG_LOCAL}@{TAG_DOMAIN}" if split else TAG_EMAIL, token=TAG_TOKEN)
 
 
-def _token(p: Personalization) -> str:
-    return p.unsubscribe[1]  # type: ignore[index]
+def _expand(text: str, values: dict[str, str]) -> str:
+    """What SendGrid makes of `text` for a reader (no value holds a tag: checked before)."""
+    for tag, value in values.items():
+        text = text.replace(tag, value)
+    return text
 
 
-def _raw(slot: int) -> Callable[[Personalization], str]:
-    return lambda p: p.raw[slot]
+def _expands_to(tagged: dict[str, str], headers: dict[str, str], values: dict[str, str]) -> bool:
+    return tagged.keys() == headers.keys() and all(_expand(v, values) == headers[k] for k, v in tagged.items())
 
 
-def _escaped(slot: int) -> Callable[[Personalization], str]:
-    return lambda p: p.escaped[slot]
+def _url_parts(envelope: Envelope, batch: list[Personalization], split: bool) -> list[dict[str, str]] | None:
+    """Each reader's substitutions for its URL's own parts, when every reader's URL, in both parts,
+    comes out of the tagged template exactly; None sends the URLs whole."""
+    if not envelope.unsubscribe_url or "NLMF" in envelope.unsubscribe_url:
+        return None
+    text, html = _tagged(envelope, html=False, split=split), _tagged(envelope, html=True, split=split)
+    found = []
+    for p in batch:
+        if p.unsubscribe is None:
+            return None
+        quoted, tok = p.unsubscribe
+        if split:
+            local, at, domain = quoted.rpartition("@")
+            if not at:
+                return None
+            values = {TAG_LOCAL: local, TAG_DOMAIN: domain, TAG_TOKEN: tok}
+        else:
+            values = {TAG_EMAIL: quoted, TAG_TOKEN: tok}
+        if ("NLMF" in quoted or "NLMF" in tok or _expand(text, values) != p.raw[UNSUBSCRIBE_SLOT]
+                or _expand(html, values) != p.escaped[UNSUBSCRIBE_SLOT]):
+            return None
+        found.append(values)
+    return found
