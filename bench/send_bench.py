@@ -514,8 +514,9 @@ class _SendGridStandIn:
         self.server.server_close()
 
 
-def section_sendgrid(ws: Workspace, n: int) -> None:
-    header(f"4. SendGrid to a local stand-in: {n:,} recipients")
+def section_sendgrid(ws: Workspace, n: int, substitute_headers: bool = False) -> None:
+    header(f"4. SendGrid to a local stand-in: {n:,} recipients"
+           + (" (substitute_headers = true)" if substitute_headers else ""))
     standin = _SendGridStandIn()
     try:
         note(f"stand-in: http.server thread on 127.0.0.1:{standin.port}, 202 to POST /v3/mail/send")
@@ -523,7 +524,8 @@ def section_sendgrid(ws: Workspace, n: int) -> None:
         def send(k: int) -> Run:
             standin.reset()
             env = base_env(SENDGRID_API_URL=f"http://127.0.0.1:{standin.port}", SENDGRID_API_KEY="SG.bench",
-                           NEWSLETTER_STATE_DIR=str(ws.fresh_state(f"sendgrid{k}")))
+                           NEWSLETTER_STATE_DIR=str(ws.fresh_state(f"sendgrid{k}")),
+                           **({"SENDGRID_SUBSTITUTE_HEADERS": "true"} if substitute_headers else {}))
             r = checked(newsletter_send(ws, k, env, "--send", "--yes", "--provider", "sendgrid"),
                         f"newsletter send --provider sendgrid ({k:,})")
             report = json.loads((ws.project / "outbox" / ISSUE.stem / "report-send.json").read_text("utf-8"))
@@ -563,6 +565,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="sizes / 10 (targets then only indicative)")
     ap.add_argument("--keep", action="store_true", help="keep the temp project, lists and outboxes")
     ap.add_argument("--only", type=int, action="append", choices=[1, 2, 3, 4], help="run only these sections")
+    ap.add_argument("--substitute-headers", action="store_true",
+                    help="section 4 also with [sendgrid] substitute_headers = true (List-Unsubscribe shared)")
     args = ap.parse_args()
     div = 10 if args.quick else 1
     sizes = {
@@ -588,6 +592,8 @@ def main() -> int:
         (2, lambda: section_memory(ws, sizes["mem_small"], sizes["mem_large"])),
         (3, lambda: section_smtp(ws, sizes["smtp"])),
         (4, lambda: section_sendgrid(ws, sizes["sendgrid"])),
+        *([(4, lambda: section_sendgrid(ws, sizes["sendgrid"], substitute_headers=True))]
+          if args.substitute_headers else []),
     ]
     try:
         for number, fn in sections:
