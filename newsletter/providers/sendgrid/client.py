@@ -168,20 +168,19 @@ class SendGridProvider:
         fillers = envelope.fillers
         used_html, used_text = set(fillers[1].slots), set(fillers[0].slots) | set(fillers[2].slots)
         url_used = UNSUBSCRIBE_SLOT in used_html or UNSUBSCRIBE_SLOT in used_text
-        # with the headers shared, the address is split around its last @: the mailto: link writes
-        # it with %40, the URL with @; without, the whole address is one (shorter) tag
-        split = self._substitute_headers and bool(envelope.unsubscribe_headers)
-        parts = _url_parts(envelope, batch, split)
+        # with the headers shared, the address is split around its last @ (the mailto: link writes
+        # it with %40, the URL with @)
+        tagged = envelope.unsubscribe_headers
+        parts = _url_parts(envelope, batch, True) if self._substitute_headers and tagged else None
         shared_headers = None
         own_headers = [True] * len(batch)  # which readers carry their headers whole
-        tagged = envelope.unsubscribe_headers
         # a reader's own headers replace the shared ones whether SendGrid merges them key by key
         # or takes them whole, as long as they name the same headers
-        if parts is not None and split and all(p.headers.keys() == tagged.keys() for p in batch):
+        if parts is not None and all(p.headers.keys() == tagged.keys() for p in batch):
             own_headers = [not _expands_to(tagged, p.headers, v) for p, v in zip(batch, parts)]
             if not all(own_headers):
                 shared_headers = tagged
-        if parts is not None and split and shared_headers is None:  # back to the shorter tags
+        if shared_headers is None:  # the URL alone: the whole address as one (shorter) tag
             parts = _url_parts(envelope, batch, False)
         by_url = parts is not None and (url_used or shared_headers is not None)
         values: list[dict[str, str]] = [dict(v) for v in parts] if by_url and parts is not None else [{} for _ in batch]
