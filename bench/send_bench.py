@@ -221,7 +221,7 @@ def dry_run(ws: Workspace, n: int) -> Run:
     r = checked(newsletter_send(ws, n, base_env()), f"newsletter send (dry run, {n:,} recipients)")
     report = json.loads((ws.project / "outbox" / ISSUE.stem / "report-dry-run.json").read_text("utf-8"))
     if report.get("sent", report.get("would_send")) != n:
-        raise RuntimeError(f"dry run to {n:,} reported {report.get("sent", report.get("would_send"))} recipients")
+        raise RuntimeError(f"dry run to {n:,} reported {report.get('sent', report.get('would_send'))} recipients")
     return r
 
 
