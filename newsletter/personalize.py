@@ -62,6 +62,7 @@ class Personalizer:
         plain = all(name in (None, "email", "token") and not spec and conv is None
                     for _, name, spec, conv in Formatter().parse(self.url_template))
         self._escaped_template = html_lib.escape(self.url_template) if plain else None
+        self._mailto_link = f"<mailto:{self.mailto}?subject=" if self.mailto else ""
 
     def unsubscribe_url(self, email: str, key: str | None = None) -> str:
         """The reader's link; `key` is address_key(email) when the caller has it already."""
@@ -71,18 +72,13 @@ class Personalizer:
                                         token=self._sign(key if key is not None else address_key(email)))
 
     def headers(self, url: str, email: str) -> dict[str, str]:
-        links = []
-        if url.startswith("https://"):
-            links.append(f"<{url}>")
-        if self.mailto:
-            links.append(f"<mailto:{self.mailto}?subject={mailto_quote(email)}>")
-        headers = {}
-        if links:
-            headers["List-Unsubscribe"] = ", ".join(links)
-        if url.startswith("https://"):
+        https = url.startswith("https://")
+        mailto = self._mailto_link + mailto_quote(email) + ">" if self._mailto_link else ""
+        if https:
             # RFC 8058 one-click: the mailbox provider POSTs to the URL; no confirmation page
-            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        return headers
+            return {"List-Unsubscribe": f"<{url}>, {mailto}" if mailto else f"<{url}>",
+                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+        return {"List-Unsubscribe": mailto} if mailto else {}
 
     def __call__(self, sub: Subscriber, to: str | None = None) -> Personalization:
         """Personalize for `sub`; `to` sends that copy elsewhere (test sends to a preview inbox)."""
