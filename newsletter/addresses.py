@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import email_validator
 from email_validator import EmailNotValidError, validate_email
@@ -40,9 +41,9 @@ _ROLE_NAMES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)  # email-validator lower
 _MAX_DOMAINS = 20_000  # remembered domains; a list of a million distinct domains stays bounded
 
 
-@dataclass(frozen=True, slots=True)
-class Address:
-    """What the list needs of a valid address (the subset of email-validator's ValidatedEmail)."""
+class Address(NamedTuple):
+    """What the list needs of a valid address (the subset of email-validator's ValidatedEmail);
+    a named tuple: made once per row, it must be cheap to make."""
 
     normalized: str
     local_part: str
