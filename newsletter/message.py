@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from .issue import Issue
 
 UNSUBSCRIBE_SLOT = 0  # slot 0 is always the recipient's unsubscribe URL; merge fields follow
+# Stand-ins for a reader's own parts of the unsubscribe URL (the quoted address around its last @,
+# and the token): letters only, like the NLMF tokens, so that nothing else is read as one
+TAG_EMAIL, TAG_LOCAL, TAG_DOMAIN, TAG_TOKEN = "NLMFUE", "NLMFUL", "NLMFUD", "NLMFUT"
 
 
 @dataclass
@@ -56,6 +59,9 @@ class Personalization:
     escaped: tuple[str, ...]
     headers: dict[str, str] = field(default_factory=dict)  # List-Unsubscribe, List-Unsubscribe-Post
     line: int = 0  # line in the subscriber list, for messages
+    # (quoted address, token): what this reader's unsubscribe URL (slot 0) is the envelope's
+    # unsubscribe_url filled with; None when slot 0 is something else (a provider's own tag)
+    unsubscribe: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,12 @@ class Envelope:
     slots: int  # number of slots: values lists have this length
     categories: tuple[str, ...] = ()
     test: bool = False
+    # the unsubscribe URL template ({email}, {token}) slot 0 is filled from, when it is that simple:
+    # a provider can then send the URL once and only each reader's two values (see SendGrid)
+    unsubscribe_url: str = ""
+    # the headers a reader whose quoted address is TAG_LOCAL@TAG_DOMAIN and whose token is TAG_TOKEN
+    # gets (what Personalizer.headers makes for them): the same, with tags, for every reader
+    unsubscribe_headers: dict[str, str] = field(default_factory=dict, compare=False)
     # the three texts split once at their tokens (~0.2 ms for 60 KB): filling is then one join
     fillers: tuple[merge.Filler, merge.Filler, merge.Filler] = field(init=False, repr=False, compare=False)
 

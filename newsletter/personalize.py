@@ -5,12 +5,16 @@ The issue is rendered once (render.py); here we only compute the few strings tha
 
 from __future__ import annotations
 
+import html as html_lib
+import re
+from html import escape
+from string import Formatter
 from urllib.parse import quote
 
 from .config import Settings
-from .message import Envelope, Personalization, Rendered
-from .subscribers import Subscriber
-from .tokens import unsubscribe_token, verify_unsubscribe_token
+from .message import TAG_DOMAIN, TAG_LOCAL, TAG_TOKEN, Envelope, Personalization, Rendered
+from .subscribers import Subscriber, address_key
+from .tokens import token_signer, unsubscribe_token, verify_unsubscribe_token
 
 __all__ = ["Personalizer", "sample_message", "html_size", "unsubscribe_token", "verify_unsubscribe_token"]  # tokens: re-exported
 
@@ -20,10 +24,26 @@ __all__ = ["Personalizer", "sample_message", "html_size", "unsubscribe_token", "
 SAMPLE_SUBSCRIBER = Subscriber(email="reader@example.com", name="", status="subscribed",
                                fields={"email": "reader@example.com"}, line=0)
 SAMPLE_SECRET = "sample-only: not a real key, links signed with it are refused"
+_URL_SAFE = re.compile(r"[A-Za-z0-9_.~@-]*")  # what quote(x, safe="@") leaves as it is
+
+
+def url_quote(email: str) -> str:
+    """quote(email, safe="@"), without its work for the usual address that needs no quoting."""
+    return email if _URL_SAFE.fullmatch(email) else quote(email, safe="@")
+
+
+def mailto_quote(email: str) -> str:
+    """quote("unsubscribe " + email): the subject of the mailto: unsubscribe link."""
+    if _URL_SAFE.fullmatch(email):
+        return "unsubscribe%20" + email.replace("@", "%40")
+    return quote("unsubscribe " + email)
 
 
 class Personalizer:
-    """Turns a Subscriber into a Personalization for one rendered issue and one provider."""
+    """Turns a Subscriber into a Personalization for one rendered issue and one provider.
+
+    Called once per reader, so what does not differ between readers is prepared here once: the
+    signing key, the HTML-escaped URL template, the merge fields' compiled functions."""
 
     def __init__(self, rendered: Rendered, settings: Settings, secret: str, *, provider: str,
                  test: bool = False):
@@ -31,42 +51,62 @@ class Personalizer:
         self.settings = settings
         self.secret = secret
         self.test = test
-        self.url_template = settings.unsubscribe_url or ""
+        # {issue} is the same for every reader: filled in here, so only {email} and {token} remain
+        self.url_template = _prefill(settings.unsubscribe_url or "", issue=quote(rendered.stem, safe=""))
         self.mailto = settings.unsubscribe_mailto
         # a provider with its own unsubscribe mechanism (SendGrid's groups) fills its tag itself
         self.provider_tag = settings.own_unsubscribe(provider)
+        self._sign = token_signer(secret)
+        self._fields = [f.evaluate for f in rendered.fields]
+        # the URL's HTML form is the escaped template filled in: the values filled in (quoted
+        # address, base64url token) hold nothing html.escape changes. Only for plain {email}/{token}.
+        plain = all(name in (None, "email", "token") and not spec and conv is None
+                    for _, name, spec, conv in Formatter().parse(self.url_template))
+        self._escaped_template = html_lib.escape(self.url_template) if plain else None
+        self._mailto_link = f"<mailto:{self.mailto}?subject=" if self.mailto else ""
 
-    def unsubscribe_url(self, email: str) -> str:
+    def unsubscribe_url(self, email: str, key: str | None = None) -> str:
+        """The reader's link; `key` is address_key(email) when the caller has it already."""
         if not self.url_template:
             return self.provider_tag or ""
-        return self.url_template.format(email=quote(email, safe="@"), token=unsubscribe_token(self.secret, email),
-                                        issue=quote(self.rendered.stem, safe=""))  # {issue}: optional
+        return self.url_template.format(email=url_quote(email),
+                                        token=self._sign(key if key is not None else address_key(email)))
 
     def headers(self, url: str, email: str) -> dict[str, str]:
-        links = []
-        if url.startswith("https://"):
-            links.append(f"<{url}>")
-        if self.mailto:
-            links.append(f"<mailto:{self.mailto}?subject={quote('unsubscribe ' + email)}>")
-        headers = {}
-        if links:
-            headers["List-Unsubscribe"] = ", ".join(links)
-        if url.startswith("https://"):
+        https = url.startswith("https://")
+        mailto = self._mailto_link + mailto_quote(email) + ">" if self._mailto_link else ""
+        if https:
             # RFC 8058 one-click: the mailbox provider POSTs to the URL; no confirmation page
-            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        return headers
+            return {"List-Unsubscribe": f"<{url}>, {mailto}" if mailto else f"<{url}>",
+                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+        return {"List-Unsubscribe": mailto} if mailto else {}
 
     def __call__(self, sub: Subscriber, to: str | None = None) -> Personalization:
         """Personalize for `sub`; `to` sends that copy elsewhere (test sends to a preview inbox)."""
         address = to or sub.email
-        url = self.unsubscribe_url(address)
-        raw, escaped = self.rendered.values(sub.fields, url)
+        fields = sub.fields
+        values = [evaluate(fields) for evaluate in self._fields]
+        escaped = [escape(v) for v in values]
+        parts = None
+        if not self.url_template:  # the provider's own tag must reach it verbatim to be replaced
+            url = url_html = self.provider_tag or ""
+        else:
+            quoted = url_quote(address)
+            token = self._sign(sub.key if to is None or to == sub.email else address_key(address))
+            url = self.url_template.format(email=quoted, token=token)
+            if self._escaped_template is not None:
+                url_html = self._escaped_template.format(email=quoted, token=token)
+                parts = (quoted, token)
+            else:
+                url_html = escape(url)
         if self.provider_tag and url == self.provider_tag:
-            escaped[0] = url  # the provider's own tag must reach it verbatim to be replaced
+            url_html = url  # the provider's own tag must reach it verbatim to be replaced
             headers = {}  # and the provider adds its own List-Unsubscribe headers
+            parts = None
         else:
             headers = self.headers(url, address)
-        return Personalization(address, "" if to else sub.name, tuple(raw), tuple(escaped), headers, sub.line)
+        return Personalization(address, "" if to else sub.name, (url, *values), (url_html, *escaped), headers,
+                               sub.line, parts)
 
     def envelope(self) -> Envelope:
         r, s = self.rendered, self.settings
@@ -81,7 +121,34 @@ class Personalizer:
             slots=r.slots,
             categories=("newsletter", r.stem, "test") if self.test else ("newsletter", r.stem),
             test=self.test,
+            unsubscribe_url=self.url_template if self._escaped_template is not None else "",
+            unsubscribe_headers=self.tagged_headers(),
         )
+
+    def tagged_headers(self) -> dict[str, str]:
+        """The headers of a reader whose parts are the tags (see message.TAG_LOCAL), made by the
+        very code every reader's headers come from; empty when the URL is not a plain template."""
+        if self._escaped_template is None or not self.url_template:
+            return {}
+        address = f"{TAG_LOCAL}@{TAG_DOMAIN}"
+        url = self.url_template.format(email=url_quote(address), token=TAG_TOKEN)
+        if self.provider_tag and url == self.provider_tag:
+            return {}
+        return self.headers(url, address)
+
+
+def _prefill(template: str, **known: str) -> str:
+    """`template` with the placeholders in `known` filled in and every other one left as it is."""
+    if not any(name in known for _, name, _, _ in Formatter().parse(template)):
+        return template  # nothing to fill: the template as written
+    out = []
+    for literal, name, spec, conv in Formatter().parse(template):
+        out.append(literal.replace("{", "{{").replace("}", "}}"))
+        if name in known:
+            out.append(format(known[name], spec or "").replace("{", "{{").replace("}", "}}"))
+        elif name is not None:
+            out.append("{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}")
+    return "".join(out)
 
 
 def sample_message(rendered: Rendered, settings: Settings) -> tuple[str, str, str]:

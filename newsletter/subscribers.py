@@ -11,15 +11,13 @@ from __future__ import annotations
 import csv
 import re
 import sqlite3
-import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from email_validator import EmailNotValidError, validate_email
-
+from .addresses import AddressValidator, EmailNotValidError, address_key
 from .errors import Problem, SubscriberListError
 
 STATUSES = ("subscribed", "unsubscribed", "bounced", "complained")
@@ -27,27 +25,13 @@ RESERVED = ("email", "name", "status")
 MAX_ADDRESS_FIELD = 1_000  # characters in `email` and `name` (and in a column name)
 MAX_FIELD = 10_000  # characters in any other column
 MAX_ROW = 1_000_000  # characters one row (all its lines) may take while it is read
+_DEDUP_BATCH = 1_000  # rows de-duplicated with one look-up in the "seen" table
 
 # Cc (C0, DEL, C1: NUL, TAB, CR, LF, U+0085 ...) and the Unicode line and paragraph separators
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # what looks like an address, for naming readers in messages; linear time on hostile text: a match
 # starts only where a run of local-part characters starts, and every repetition is bounded
 _ADDRESS = re.compile(r"(?<![\w.+'&%=~-])[\w.+'&%=~-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-
-
-def address_key(email: str) -> str:
-    """The one identity of an address: de-duplication, the send record and unsubscribe tokens.
-
-    The domain is compared case-insensitively; the local part only in A-Z, so that distinct
-    mailboxes such as straße@ and strasse@ stay apart (str.casefold() would merge them).
-    """
-    if not email.isascii():
-        email = unicodedata.normalize("NFC", email)  # as email-validator normalizes it
-    local, at, domain = email.rpartition("@")
-    if not at:
-        return email.translate(_ASCII_LOWER)
-    return f"{local.translate(_ASCII_LOWER)}@{domain.lower()}"
 
 
 def describe_control(value: str) -> str | None:
@@ -68,11 +52,12 @@ class Subscriber:
     status: str
     fields: dict[str, str]  # every column, for merge fields: email, name, and extras
     line: int
+    # identity for de-duplication, the send record and tokens (see address_key); computed once
+    key: str = field(default="", repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        """Identity for de-duplication and the send record: see address_key."""
-        return address_key(self.email)
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", address_key(self.email))
 
 
 def resolve_list(spec: str, root: Path) -> Path:
@@ -260,9 +245,14 @@ class SubscriberList:
         seen = sqlite3.connect("")  # "" = private temporary database that spills to disk
         seen.execute("PRAGMA cache_size=-4000")
         seen.execute("CREATE TABLE seen (key TEXT PRIMARY KEY, line INTEGER) WITHOUT ROWID")
-        cur = seen.cursor()
         lower = [c.lower() for c in self.columns]
+        names = [c if c in RESERVED else o for c, o in zip(lower, self.columns)]
+        i_email = lower.index("email")
+        i_status = lower.index("status") if "status" in lower else None
+        i_name = lower.index("name") if "name" in lower else None
         width = len(self.columns)
+        check = AddressValidator()  # each distinct domain validated once per reading
+        pending: list[Subscriber] = []  # valid rows waiting for their batched de-duplication
         lines: _Lines | None = None
         try:
             with self.path.open(newline="", encoding="utf-8-sig") as f:
@@ -281,7 +271,7 @@ class SubscriberList:
                         self.invalid.append(self._unreadable(lines, e))
                         continue
                     start, end = lines.start, lines.lineno  # a quoted field may span lines
-                    if not any(cell.strip() for cell in row):
+                    if not "".join(row).strip():  # a blank row (whitespace only): not a reader
                         continue
                     self.rows += 1
                     if end > start and (problem := self._runaway(lines)):
@@ -295,18 +285,16 @@ class SubscriberList:
                     if (problem := self._check_fields(row, lines)) is not None:
                         self.invalid.append(problem)
                         continue
-                    values = {(c.lower() if c.lower() in RESERVED else c): v.strip()
-                              for c, v in zip(self.columns, row)}
-                    raw = {lc: v.strip() for lc, v in zip(lower, row)}
-                    status = raw.get("status", "") or "subscribed"
-                    if status.lower() not in STATUSES:
+                    row = [v.strip() for v in row]
+                    status = (row[i_status] if i_status is not None else "") or "subscribed"
+                    if status not in STATUSES and status.lower() not in STATUSES:
                         self.invalid.append(self._problem(
                             start, f"status {status!r} is not one of {', '.join(STATUSES)}"))
                         continue
                     try:
-                        valid = validate_email(raw["email"], check_deliverability=False)
+                        valid = check(row[i_email])
                     except EmailNotValidError as e:
-                        self.invalid.append(self._problem(start, f"{raw['email']!r}: {e}"))
+                        self.invalid.append(self._problem(start, f"{row[i_email]!r}: {e}"))
                         continue
                     email = valid.normalized
                     if not self.allow_utf8_local and not valid.local_part.isascii():
@@ -315,19 +303,40 @@ class SubscriberList:
                             "this provider cannot deliver (SendGrid never can): ask the reader for "
                             "another address, or send through an SMTP server that offers SMTPUTF8")))
                         continue
-                    key = address_key(email)
-                    cur.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (key, start))
-                    if cur.rowcount == 0:
-                        first = cur.execute("SELECT line FROM seen WHERE key = ?", (key,)).fetchone()[0]
-                        self.duplicates.append(self._problem(
-                            start, f"{email} duplicates line {first} (case-insensitive); the first row wins"))
-                        continue
-                    values["email"] = email
-                    status = status.lower()
-                    self.by_status[status] += 1
-                    yield Subscriber(email, raw.get("name", ""), status, values, start)
+                    row[i_email] = email
+                    pending.append(Subscriber(email, row[i_name] if i_name is not None else "",
+                                              status.lower(), dict(zip(names, row)), start, valid.key))
+                    if len(pending) >= _DEDUP_BATCH:
+                        yield from self._unique(seen, pending)
+                        pending = []
+                yield from self._unique(seen, pending)
         except UnicodeDecodeError as e:
             line = lines.lineno + 1 if lines else 1
             raise SubscriberListError(f"{self.path}:{line}: not UTF-8 ({e.reason}); save the list as UTF-8") from None
         finally:
             seen.close()
+
+    def _unique(self, seen: sqlite3.Connection, batch: list[Subscriber]) -> Iterator[Subscriber]:
+        """The rows of `batch` whose address no earlier row had, in order; the others are reported
+        as duplicates. One look-up and one insert per batch, not per row."""
+        if not batch:
+            return
+        keys = list(dict.fromkeys(s.key for s in batch))
+        first: dict[str, int] = {}
+        for i in range(0, len(keys), 500):
+            part = keys[i:i + 500]
+            first.update(seen.execute(
+                f"SELECT key, line FROM seen WHERE key IN ({','.join('?' * len(part))})", part))
+        new: list[tuple[str, int]] = []
+        unique: list[Subscriber] = []
+        for sub in batch:
+            if (line := first.get(sub.key)) is not None:
+                self.duplicates.append(self._problem(
+                    sub.line, f"{sub.email} duplicates line {line} (case-insensitive); the first row wins"))
+                continue
+            first[sub.key] = sub.line
+            new.append((sub.key, sub.line))
+            self.by_status[sub.status] += 1
+            unique.append(sub)
+        seen.executemany("INSERT INTO seen VALUES (?, ?)", new)
+        yield from unique

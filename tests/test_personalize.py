@@ -92,3 +92,63 @@ def test_sendgrid_unsubscribe_group_replaces_our_link(project):
     # the same settings through SMTP: no SendGrid tag may leak into the mail
     p = personalizer(project, provider="smtp", env=env)(reader())
     assert "asm_group" not in p.raw[0] and "asm_group" not in p.escaped[0]
+
+
+def _reference(p, sub, to=None):
+    """What Personalizer.__call__ made before its per-reader work was prepared once (issue 11)."""
+    import html
+    from urllib.parse import quote
+
+    address = to or sub.email
+    if not p.url_template:
+        url = p.provider_tag or ""
+    else:
+        url = p.url_template.format(email=quote(address, safe="@"), token=unsubscribe_token(p.secret, address))
+    raw = [url] + [f.evaluate(sub.fields) for f in p.rendered.fields]
+    escaped = [html.escape(v) for v in raw]
+    if p.provider_tag and url == p.provider_tag:
+        escaped[0] = url
+        headers = {}
+    else:
+        links = []
+        if url.startswith("https://"):
+            links.append(f"<{url}>")
+        if p.mailto:
+            links.append(f"<mailto:{p.mailto}?subject={quote('unsubscribe ' + address)}>")
+        headers = {"List-Unsubscribe": ", ".join(links)} if links else {}
+        if url.startswith("https://"):
+            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return address, "" if to else sub.name, tuple(raw), tuple(escaped), headers
+
+
+TRICKY_ADDRESSES = ["anna@example.com", "Anna.P+tag@Example.com", "a/b@example.com", "o'neil@example.com",
+                    "a&b@example.com", "x%y@example.com", "пользователь@пример.рф", "anna@bücher.de",
+                    "straße@example.com", "a~b_c.d-e@example.com", '"a b"@example.com', "a=b?c@example.com"]
+
+
+def test_personalizations_are_what_they_were_before_the_fast_path(project):
+    base = personalizer(project)
+    templates = ["https://example.org/unsubscribe?email={email}&token={token}",
+                 "https://example.org/u/{token}?e={email}&x='1'<>", "http://example.org/u?t={token}",
+                 "https://example.org/u?e={email!s}&t={token:>30}", "https://example.org/{{literal}}/{token}"]
+    for template in templates:
+        for mailto in ("unsubscribe@example.org", None):
+            # set past the settings' validation: the fill path must hold for any template
+            settings = base.settings.model_copy(update={"unsubscribe_url": template, "unsubscribe_mailto": mailto})
+            p = Personalizer(base.rendered, settings, "k3y", provider="smtp")
+            assert p.url_template == template
+            for email in TRICKY_ADDRESSES:
+                for name in ("", "Anna & <Co>", "Zoë"):
+                    sub = Subscriber(email, name, "subscribed", {"email": email, "name": name}, 2)
+                    for to in (None, "preview+x@example.com", email.upper()):
+                        got = p(sub, to=to)
+                        assert (got.email, got.name, got.raw, got.escaped, got.headers) == _reference(p, sub, to)
+
+
+def test_token_signer_is_hmac_sha256_for_every_key_length():
+    for secret in ("k", "k3y" * 21 + "x", "k" * 64, "k" * 65, "é" * 40, "\udcff\udcfe-raw-bytes", "x" * 500):
+        sign = tokens.token_signer(secret)
+        for email in ("anna@example.com", "пользователь@пример.рф", ""):
+            raw = secret.encode("utf-8", "surrogateescape")
+            expected = base64.urlsafe_b64encode(hmac.new(raw, email.encode(), hashlib.sha256).digest()[:16])
+            assert sign(email) == expected.rstrip(b"=").decode()

@@ -176,6 +176,18 @@ def delivered(body: dict, index: int) -> tuple[str, str, str]:
     return subject, html_part, text
 
 
+def delivered_headers(body: dict, index: int) -> dict[str, str]:
+    """The reader's headers: its personalization's own, else the top-level ones with its tags
+    replaced (what substitute_headers counts on SendGrid doing)."""
+    item = body["personalizations"][index]
+    if "headers" in item:
+        return item["headers"]
+    headers = dict(body.get("headers", {}))
+    for tag, value in item.get("substitutions", {}).items():
+        headers = {k: v.replace(tag, value) for k, v in headers.items()}
+    return headers
+
+
 def test_body_is_compact_utf8_json_with_the_key_as_bearer(standin: StandIn) -> None:
     result = provider(standin.url).send(envelope(), [person(1), person(2, "Борис"), person(3)])
     assert len(standin.requests) == 1
@@ -471,13 +483,13 @@ def test_prism_rejection_fails_the_batch_readably(prism: str, change: dict, wher
 # --- the whole command, through SendGrid ------------------------------------------------------
 
 
-def _cli_send(project, url: str, n: int, *extra: str):
+def _cli_send(project, url: str, n: int, *extra: str, env_extra: dict[str, str] | None = None):
     from conftest import SMALL_ISSUE, run_cli
 
     project.write_issue(SMALL_ISSUE, "2021-03.yaml")
     project.write_list("email,name\n" + "".join(f"reader{i}@example.com,Читатель {i}\n" for i in range(n)))
     env = {"SENDGRID_API_URL": url, "SENDGRID_API_KEY": KEY, "NEWSLETTER_SECRET": "sendgrid-test-secret-0123456789abcdef",
-           "NEWSLETTER_RETRY_BACKOFF": "0.05", "NEWSLETTER_RETRY_ATTEMPTS": "3"}
+           "NEWSLETTER_RETRY_BACKOFF": "0.05", "NEWSLETTER_RETRY_ATTEMPTS": "3", **(env_extra or {})}
     return run_cli("send", "issues/2021-03.yaml", "--list", "readers", "--provider", "sendgrid", *extra,
                    cwd=project.root, env=env)
 
@@ -518,5 +530,116 @@ def test_send_command_reports_sendgrids_refusal_and_exits_3(standin: StandIn, pr
 @pytest.mark.prism
 def test_send_command_requests_satisfy_sendgrids_published_spec(prism: str, project) -> None:
     r = _cli_send(project, prism, 5, "--send", "--yes")
+    assert r.code == 0, r.output  # Prism answers 400 to any request that breaks the spec
+    assert "✓ done: 5 sent" in r.out
+
+
+# --- only what differs per reader (issue 11) ------------------------------------------------------
+
+
+def _real_personalizer(project, issue: str | None = None, secret: str = "k3y"):
+    from conftest import SMALL_ISSUE
+    from newsletter.config import load_settings
+    from newsletter.issue import parse_issue
+    from newsletter.personalize import Personalizer
+    from newsletter.render import Renderer
+
+    settings = load_settings(project.root / "newsletter.toml", env={})
+    rendered = Renderer(settings).render(parse_issue(issue or SMALL_ISSUE, "x.yaml"), "2021-03")
+    return Personalizer(rendered, settings, secret, provider="sendgrid")
+
+
+def _readers(names: list[str]):
+    from newsletter.subscribers import Subscriber
+
+    emails = ["anna@example.com", "Bob.Smith+news@Example.org", "o'neil@example.com", "a/b@example.com",
+              "x%y@example.com", "zoe@bücher.de", "user12345@example.com", "Ch.Ng@EXAMPLE.COM"]
+    return [Subscriber(e, n, "subscribed", {"email": e, "name": n}, i + 2)
+            for i, (e, n) in enumerate(zip(emails * 4, names))]
+
+
+@pytest.mark.parametrize("names", [
+    ["Анна", "Bob", "", "Zoë", "Имя 12345", "x", "NLMF0T", "Ёжик"],  # no HTML-special characters
+    ["Tom & <Jerry>", "Анна", "\"quoted\"", "", "o'neil", "a<b", "Bob", "&amp;"],
+])
+def test_sendgrid_expands_each_reader_to_exactly_what_fill_gives(standin: StandIn, project, names) -> None:
+    p = _real_personalizer(project)
+    env = p.envelope()
+    assert env.unsubscribe_url  # the project's plain {email}/{token} template
+    batch = [p(sub) for sub in _readers(names)]
+    provider(standin.url).send(env, batch)
+    body = standin.requests[0].json()
+    for i, reader in enumerate(batch):
+        assert delivered(body, i) == env.fill(reader)  # subject, html, text, byte for byte
+        item = body["personalizations"][i]
+        assert item["headers"] == reader.headers and item["to"][0]["email"] == reader.email
+    assert "headers" not in body  # SendGrid's spec promises substitutions in content, not headers
+    # the URL travels once, in the content; each reader carries only its address and token
+    assert "token=NLMFUT" in body["content"][0]["value"]
+
+
+def test_only_what_differs_per_reader_is_sent(standin: StandIn, project) -> None:
+    from newsletter.subscribers import Subscriber
+
+    p = _real_personalizer(project)
+    env = p.envelope()
+    subs = [Subscriber(f"user{i}@example.com", f"Имя {i}", "subscribed",
+                       {"email": f"user{i}@example.com", "name": f"Имя {i}"}, i) for i in range(1000)]
+    batch = [p(s) for s in subs]
+    provider(standin.url).send(env, batch)
+    body = standin.requests[0].json()
+    first = body["personalizations"][0]["substitutions"]
+    assert set(first) <= {"NLMFUE", "NLMFUT", "NLMF1T", "NLMF2T", "NLMF3T"}  # no URL, no twin H tags
+    assert first["NLMFUE"] == "user0@example.com" and len(first["NLMFUT"]) == 22
+    per_reader = (len(standin.requests[0].body) - sum(len(c["value"].encode()) for c in body["content"])) / 1000
+    assert per_reader < 480  # was ~625 B with the URL three times over; the headers are most of the rest
+
+
+def test_a_value_that_looks_like_a_tag_keeps_the_url_whole(standin: StandIn, project) -> None:
+    from newsletter.subscribers import Subscriber
+
+    p = _real_personalizer(project)
+    env = p.envelope()
+    sub = Subscriber("NLMFUT@example.com", "x", "subscribed", {"email": "NLMFUT@example.com", "name": "x"}, 2)
+    batch = [p(sub)]
+    provider(standin.url).send(env, batch)
+    body = standin.requests[0].json()
+    assert "NLMFUE" not in body["personalizations"][0]["substitutions"]
+    assert delivered(body, 0) == env.fill(batch[0])
+
+
+@pytest.mark.parametrize("names", [["Анна", "Bob", "", "Zoë"], ["Tom & <Jerry>", "Анна", "o'neil", "a<b"]])
+def test_shared_headers_expand_to_each_readers_own(standin: StandIn, project, names) -> None:
+    p = _real_personalizer(project)
+    env = p.envelope()
+    batch = [p(sub) for sub in _readers(names * 2)]
+    sg = SendGridProvider(SendGridSettings(api_url=standin.url, api_key=KEY, substitute_headers=True))
+    sg.send(env, batch)
+    body = standin.requests[0].json()
+    assert "List-Unsubscribe" in body["headers"] and "NLMFUT" in body["headers"]["List-Unsubscribe"]
+    for i, reader in enumerate(batch):
+        # only an address the two quotings write differently (a/b@: %2F in the URL, / in mailto:)
+        # carries its own headers, which replace the shared ones
+        assert ("headers" in body["personalizations"][i]) == ("/" in reader.email)
+        assert delivered_headers(body, i) == reader.headers
+        assert delivered(body, i) == env.fill(reader)
+
+
+def test_shared_headers_size(standin: StandIn, project) -> None:
+    from newsletter.subscribers import Subscriber
+
+    p = _real_personalizer(project)
+    subs = [Subscriber(f"user{i}@example.com", f"Имя {i}", "subscribed",
+                       {"email": f"user{i}@example.com", "name": f"Имя {i}"}, i) for i in range(1000)]
+    sg = SendGridProvider(SendGridSettings(api_url=standin.url, api_key=KEY, substitute_headers=True))
+    sg.send(p.envelope(), [p(s) for s in subs])
+    body = standin.requests[0].json()
+    per_reader = (len(standin.requests[0].body) - sum(len(c["value"].encode()) for c in body["content"])) / 1000
+    assert per_reader < 250
+
+
+@pytest.mark.prism
+def test_shared_headers_satisfy_sendgrids_published_spec(prism: str, project) -> None:
+    r = _cli_send(project, prism, 5, "--send", "--yes", env_extra={"SENDGRID_SUBSTITUTE_HEADERS": "true"})
     assert r.code == 0, r.output  # Prism answers 400 to any request that breaks the spec
     assert "✓ done: 5 sent" in r.out

@@ -3,6 +3,7 @@ and each recipient's values as SendGrid substitutions (example issue, 1000 reade
 
 from __future__ import annotations
 
+import html as html_lib
 import http.client
 import json
 import logging
@@ -16,7 +17,7 @@ from sendgrid import SendGridAPIClient
 
 from ...errors import ConfigError
 from ...merge import token
-from ...message import BatchResult, Envelope, Personalization
+from ...message import TAG_DOMAIN, TAG_EMAIL, TAG_LOCAL, TAG_TOKEN, UNSUBSCRIBE_SLOT, BatchResult, Envelope, Personalization
 from ...scrub import scrub
 from . import SendGridSettings
 
@@ -50,9 +51,9 @@ class SendGridProvider:
         self.api_url = settings.api_url.rstrip("/")  # "host/" would POST to //v3/mail/send
         self._key = settings.api_key
         self._asm_group_id = settings.asm_group_id
+        self._substitute_headers = settings.substitute_headers
         self._client = SendGridAPIClient(settings.api_key, host=self.api_url).client
         self._client.request_headers["Content-Type"] = CONTENT_TYPE
-        self._tags: tuple[Envelope, list[tuple[str, int, bool]]] | None = None
 
     def __repr__(self) -> str:  # never show the key
         return f"SendGridProvider(api_url={self.api_url!r}, max_batch={self.max_batch})"
@@ -108,19 +109,20 @@ class SendGridProvider:
             result.sent.update(dict.fromkeys(emails, answer))
 
     def body(self, envelope: Envelope, batch: list[Personalization]) -> dict[str, Any]:
-        """The /v3/mail/send request for one batch, as a plain dict (the helpers are ~4x slower)."""
-        tags = self._tags_for(envelope)
+        """The /v3/mail/send request for one batch, as a plain dict (the helpers are ~4x slower).
+
+        Only what differs per reader goes into each personalization: the shared parts are sent once
+        with substitution tags in them (see `_content`)."""
+        subject, html_part, text, tags, shared_headers, own_headers = self._content(envelope, batch)
         custom_args = {"issue": envelope.issue_id}
         personalizations = []
-        for p in batch:
+        for p, values, own in zip(batch, tags, own_headers):
             to = {"email": p.email, "name": p.name} if p.name else {"email": p.email}
             item: dict[str, Any] = {"to": [to]}
-            if tags:
-                item["substitutions"] = {
-                    tag: (p.escaped if html else p.raw)[slot] for tag, slot, html in tags
-                }
-            if p.headers:
-                item["headers"] = p.headers
+            if values:
+                item["substitutions"] = values
+            if p.headers and own:
+                item["headers"] = p.headers  # this reader's List-Unsubscribe, whole
             # the spec types top-level custom_args as a string; per personalization it is an object
             item["custom_args"] = custom_args
             personalizations.append(item)
@@ -128,14 +130,15 @@ class SendGridProvider:
         if envelope.from_name:
             sender["name"] = envelope.from_name
         # text/plain must come before text/html: SendGrid rejects the other order
-        content = [{"type": t, "value": v}
-                   for t, v in (("text/plain", envelope.text), ("text/html", envelope.html)) if v]
+        content = [{"type": t, "value": v} for t, v in (("text/plain", text), ("text/html", html_part)) if v]
         body: dict[str, Any] = {
             "personalizations": personalizations,
             "from": sender,
-            "subject": envelope.subject,
+            "subject": subject,
             "content": content,
         }
+        if shared_headers:
+            body["headers"] = shared_headers
         if envelope.reply_to:
             body["reply_to"] = {"email": envelope.reply_to}
         categories = list(dict.fromkeys(envelope.categories))[:MAX_CATEGORIES]  # must be unique
@@ -148,16 +151,57 @@ class SendGridProvider:
     def close(self) -> None:
         """Nothing to release: python_http_client opens a new connection per request."""
 
-    def _tags_for(self, envelope: Envelope) -> list[tuple[str, int, bool]]:
-        """(tag, slot, is_html) for the tokens the envelope really uses; computed once per envelope.
-        Unused tags would only add bytes to each of the 1000 personalizations."""
-        if self._tags is None or self._tags[0] is not envelope:
-            parts = (envelope.subject, envelope.html, envelope.text)
-            tags = [(token(slot, html), slot, html)
-                    for slot in range(envelope.slots) for html in (True, False)
-                    if any(token(slot, html) in part for part in parts)]
-            self._tags = (envelope, tags)
-        return self._tags[1]
+    def _content(self, envelope: Envelope, batch: list[Personalization]
+                 ) -> tuple[str, str, str, list[dict[str, str]], dict[str, str] | None, list[bool]]:
+        """(subject, html, text) of one request with tags in them, each reader's substitutions, and
+        the headers readers share (None: none), and which readers carry their own. Per reader
+        only what differs is sent:
+
+        - the unsubscribe URL (slot 0) is written into the content once, from the envelope's template,
+          with tags for the reader's quoted address (around its last @) and token;
+        - with substitute_headers, List-Unsubscribe too, at the top level (see SendGridSettings);
+        - a merge field whose HTML-escaped value equals its raw value for every reader of the batch
+          (a name without & < > " ') takes one tag in both parts instead of two.
+        Every reader's URL and headers are checked to come out of the tags exactly as they are, else
+        the request sends them whole: SendGrid expanding the tags gives each reader Envelope.fill's
+        strings and the reader's own headers, byte for byte (tested)."""
+        fillers = envelope.fillers
+        used_html, used_text = set(fillers[1].slots), set(fillers[0].slots) | set(fillers[2].slots)
+        url_used = UNSUBSCRIBE_SLOT in used_html or UNSUBSCRIBE_SLOT in used_text
+        # with the headers shared, the address is split around its last @ (the mailto: link writes
+        # it with %40, the URL with @)
+        tagged = envelope.unsubscribe_headers
+        parts = _url_parts(envelope, batch, True) if self._substitute_headers and tagged else None
+        shared_headers = None
+        own_headers = [True] * len(batch)  # which readers carry their headers whole
+        # a reader's own headers replace the shared ones whether SendGrid merges them key by key
+        # or takes them whole, as long as they name the same headers
+        if parts is not None and all(p.headers.keys() == tagged.keys() for p in batch):
+            own_headers = [not _expands_to(tagged, p.headers, v) for p, v in zip(batch, parts)]
+            if not all(own_headers):
+                shared_headers = tagged
+        if shared_headers is None:  # the URL alone: the whole address as one (shorter) tag
+            parts = _url_parts(envelope, batch, False)
+        by_url = parts is not None and (url_used or shared_headers is not None)
+        values: list[dict[str, str]] = [dict(v) for v in parts] if by_url and parts is not None else [{} for _ in batch]
+        html_values, text_values = [], []
+        for slot in range(envelope.slots):
+            raw_tag, html_tag = token(slot, False), token(slot, True)
+            if slot == UNSUBSCRIBE_SLOT and by_url:
+                html_values.append(_tagged(envelope, html=True, split=shared_headers is not None))
+                text_values.append(_tagged(envelope, html=False, split=shared_headers is not None))
+                continue
+            same = slot in used_html and all(p.escaped[slot] == p.raw[slot] for p in batch)
+            html_values.append(raw_tag if same else html_tag)
+            text_values.append(raw_tag)
+            for p, mine in zip(batch, values):
+                if slot in used_text or same:
+                    mine[raw_tag] = p.raw[slot]
+                if slot in used_html and not same:
+                    mine[html_tag] = p.escaped[slot]
+        subject, html_part, text = (fillers[0].fill(text_values), fillers[1].fill(html_values),
+                                    fillers[2].fill(text_values))
+        return subject, html_part, text, values, shared_headers, own_headers
 
     def _refused(self, result: BatchResult, emails: list[str], status: int, body: bytes,
                  headers: Any) -> None:
@@ -219,3 +263,45 @@ def _retry_after(headers: Any) -> float | None:
     except (ValueError, TypeError, OverflowError):
         return None
     return min(max(wait, 0.0), MAX_RETRY_AFTER) if wait == wait else None  # NaN fails ==
+
+
+def _tagged(envelope: Envelope, *, html: bool, split: bool) -> str:
+    """The unsubscribe URL with tags for a reader's parts, as the text or the HTML part carries it."""
+    template = html_lib.escape(envelope.unsubscribe_url) if html else envelope.unsubscribe_url
+    return template.format(email=f"{TAG_LOCAL}@{TAG_DOMAIN}" if split else TAG_EMAIL, token=TAG_TOKEN)
+
+
+def _expand(text: str, values: dict[str, str]) -> str:
+    """What SendGrid makes of `text` for a reader (no value holds a tag: checked before)."""
+    for tag, value in values.items():
+        text = text.replace(tag, value)
+    return text
+
+
+def _expands_to(tagged: dict[str, str], headers: dict[str, str], values: dict[str, str]) -> bool:
+    return tagged.keys() == headers.keys() and all(_expand(v, values) == headers[k] for k, v in tagged.items())
+
+
+def _url_parts(envelope: Envelope, batch: list[Personalization], split: bool) -> list[dict[str, str]] | None:
+    """Each reader's substitutions for its URL's own parts, when every reader's URL, in both parts,
+    comes out of the tagged template exactly; None sends the URLs whole."""
+    if not envelope.unsubscribe_url or "NLMF" in envelope.unsubscribe_url:
+        return None
+    text, html = _tagged(envelope, html=False, split=split), _tagged(envelope, html=True, split=split)
+    found = []
+    for p in batch:
+        if p.unsubscribe is None:
+            return None
+        quoted, tok = p.unsubscribe
+        if split:
+            local, at, domain = quoted.rpartition("@")
+            if not at:
+                return None
+            values = {TAG_LOCAL: local, TAG_DOMAIN: domain, TAG_TOKEN: tok}
+        else:
+            values = {TAG_EMAIL: quoted, TAG_TOKEN: tok}
+        if ("NLMF" in quoted or "NLMF" in tok or _expand(text, values) != p.raw[UNSUBSCRIBE_SLOT]
+                or _expand(html, values) != p.escaped[UNSUBSCRIBE_SLOT]):
+            return None
+        found.append(values)
+    return found
