@@ -7,6 +7,7 @@ carry their line inside the text, so that issue.py can locate them in the file.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import unquote
@@ -136,14 +137,14 @@ def _link_problem(href: str) -> str | None:
     return f"link {shown!r}: only http(s):// and mailto: links are allowed"
 
 
-@lru_cache(maxsize=256)
-def markdown_findings(text: str) -> tuple[Finding, ...]:
-    """Links and images in Markdown: unsafe links (invalid), images without alt text (a check error),
-    images not on https (a warning). Cached: validation and the checks ask about the same texts."""
-    found: list[Finding] = []
-    # merge fields become tokens first, as when rendering: a field inside a URL must not change its shape
-    source = merge.tokenize(text, lambda expr: "NLMF0H")
-    for block in _md.parse(source):
+MERGE_TOKEN = "NLMF0H"  # what a merge field becomes before Markdown is parsed, as when rendering
+
+
+def markdown_targets(text: str) -> Iterator[tuple[int | None, str, str, str]]:
+    """(line inside the text, "link" | "image", URL, alt text) of each link and image in Markdown, read
+    as markdown-it reads it (entities decoded, reference links resolved). Merge fields become tokens
+    first, as when rendering: a field inside a URL must not change its shape."""
+    for block in _md.parse(merge.tokenize(text, lambda expr: MERGE_TOKEN)):
         if block.type != "inline" or not block.children:
             continue
         line = block.map[0] if block.map else None
@@ -151,18 +152,29 @@ def markdown_findings(text: str) -> tuple[Finding, ...]:
             if tok.type in ("softbreak", "hardbreak") and line is not None:
                 line += 1
             elif tok.type == "link_open":
-                if problem := _link_problem(str(tok.attrGet("href") or "")):
-                    found.append(Finding(line, problem))
+                yield line, "link", str(tok.attrGet("href") or ""), ""
             elif tok.type == "image":
-                src = str(tok.attrGet("src") or "")
-                if not src.lower().startswith(("https://", "http://")):
-                    found.append(Finding(line, f"image {shorten(unquote(src))!r}: images must be https:// URLs"))
-                elif not src.lower().startswith("https://"):
-                    found.append(Finding(line, f"image {shorten(src)} is not https: many mail clients block it",
-                                         "warning", invalid=False))
-                if not tok.content.strip():
-                    found.append(Finding(line, f"image {shorten(src)} has no alt text: write "
-                                               f"![what it shows]({shorten(src)})", invalid=False))
+                yield line, "image", str(tok.attrGet("src") or ""), tok.content
+
+
+@lru_cache(maxsize=256)
+def markdown_findings(text: str) -> tuple[Finding, ...]:
+    """Links and images in Markdown: unsafe links (invalid), images without alt text (a check error),
+    images not on https (a warning). Cached: validation and the checks ask about the same texts."""
+    found: list[Finding] = []
+    for line, kind, url, alt in markdown_targets(text):
+        if kind == "link":
+            if problem := _link_problem(url):
+                found.append(Finding(line, problem))
+            continue
+        if not url.lower().startswith(("https://", "http://")):
+            found.append(Finding(line, f"image {shorten(unquote(url))!r}: images must be https:// URLs"))
+        elif not url.lower().startswith("https://"):
+            found.append(Finding(line, f"image {shorten(url)} is not https: many mail clients block it",
+                                 "warning", invalid=False))
+        if not alt.strip():
+            found.append(Finding(line, f"image {shorten(url)} has no alt text: write "
+                                       f"![what it shows]({shorten(url)})", invalid=False))
     return tuple(found)
 
 

@@ -82,15 +82,9 @@ class DeliveryRecord:
             lock.__exit__(None, None, None)
 
     def states(self, keys: Iterable[str]) -> dict[str, str]:
-        keys = list(keys)
-        found: dict[str, str] = {}
-        for i in range(0, len(keys), 900):  # SQLite's bound-parameter limit
-            chunk = keys[i : i + 900]
-            marks = ",".join("?" * len(chunk))
-            found.update(self.db.execute(
-                f"SELECT email_key, state FROM deliveries WHERE issue = ? AND email_key IN ({marks})",
-                [self.issue, *chunk]))
-        return found
+        return dict(self.db.rows_in(
+            "SELECT email_key, state FROM deliveries WHERE issue = ? AND email_key IN ({marks})", keys,
+            [self.issue]))
 
     def mark_in_flight(self, batch_id: str, provider: str, batch: list[Personalization]) -> None:
         self.step(None, batch_id, provider, batch)

@@ -18,11 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urljoin
 
-from . import merge
 from .config import Settings
 from .errors import Problem
 from .issue import Issue
-from .issuetext import MARKDOWN_FIELDS, _md, shorten
+from .issuetext import MARKDOWN_FIELDS, MERGE_TOKEN, markdown_targets, shorten
 
 TIMEOUT = 10.0  # seconds for each request (connect, and each read)
 CONCURRENCY = 8  # requests at a time
@@ -32,7 +31,6 @@ TTL_BROKEN = 60.0  # a broken one is asked again after a minute: someone may be 
 USER_AGENT = "newsletter-linkcheck/1 (+https://github.com/; checks links before an email is sent)"
 # answers that usually mean "no robots", not "no page": worth a look by hand, not a failed check
 REFUSED_ROBOT = {401, 403, 429, 999}
-_MERGE_TOKEN = "NLMF0H"  # what a merge field becomes before Markdown is parsed (as in issuetext)
 
 
 @dataclass(frozen=True)
@@ -213,20 +211,8 @@ class Place:
 
 
 def markdown_urls(text: str) -> Iterator[tuple[int | None, str, str]]:
-    """(line inside the text, "link" | "image", URL) of each link and image in Markdown, read as
-    markdown-it reads it (entities decoded, reference links resolved), as issuetext.markdown_findings."""
-    source = merge.tokenize(text, lambda expr: _MERGE_TOKEN)
-    for block in _md.parse(source):
-        if block.type != "inline" or not block.children:
-            continue
-        line = block.map[0] if block.map else None
-        for tok in block.children:
-            if tok.type in ("softbreak", "hardbreak") and line is not None:
-                line += 1
-            elif tok.type == "link_open":
-                yield line, "link", str(tok.attrGet("href") or "")
-            elif tok.type == "image":
-                yield line, "image", str(tok.attrGet("src") or "")
+    """(line inside the text, "link" | "image", URL) of each link and image in Markdown."""
+    return ((line, kind, url) for line, kind, url, _alt in markdown_targets(text))
 
 
 def issue_urls(issue: Issue, path: Path | str, settings: Settings, stem: str | None = None) -> list[Place]:
@@ -304,7 +290,7 @@ def check_links(issue: Issue, path: Path | str, settings: Settings, *, timeout: 
         if p.url.lower().startswith("mailto:"):
             if why := mailto_problem(p.url):
                 problems.append(Problem(p.file, p.line, p.field, f"{p.kind} {shorten(p.url)}: {why}"))
-        elif _MERGE_TOKEN in p.url or "{{" in p.url:
+        elif MERGE_TOKEN in p.url or "{{" in p.url:
             continue  # differs per reader: nothing to fetch
         elif p.url.lower().startswith(("http://", "https://")) and p.url not in todo:
             todo.append(p.url)  # other schemes: refused by the issue's own validation

@@ -57,14 +57,7 @@ class Suppressions:
 
     def reasons(self, keys: Iterable[str]) -> dict[str, str]:
         """key -> reason for each of `keys` (send-record keys) that is suppressed."""
-        keys = list(keys)
-        found: dict[str, str] = {}
-        for i in range(0, len(keys), 900):
-            chunk = keys[i : i + 900]
-            marks = ",".join("?" * len(chunk))
-            found.update(self.db.execute(
-                f"SELECT email_key, reason FROM suppressions WHERE email_key IN ({marks})", chunk))
-        return found
+        return dict(self.db.rows_in("SELECT email_key, reason FROM suppressions WHERE email_key IN ({marks})", keys))
 
     def get(self, email: str) -> Suppression | None:
         rows = self.db.execute(
@@ -91,16 +84,9 @@ class Suppressions:
 
     def find(self, keys: Iterable[str]) -> dict[str, Suppression]:
         """key -> the whole suppression, for each of `keys` that is suppressed."""
-        keys = list(keys)
-        found: dict[str, Suppression] = {}
-        for i in range(0, len(keys), 900):
-            chunk = keys[i : i + 900]
-            marks = ",".join("?" * len(chunk))
-            for key, *row in self.db.execute(
-                    "SELECT email_key, email, reason, source, created_at, issue, detail FROM suppressions "
-                    f"WHERE email_key IN ({marks})", chunk):
-                found[key] = Suppression(*row)
-        return found
+        rows = self.db.rows_in("SELECT email_key, email, reason, source, created_at, issue, detail FROM suppressions "
+                               "WHERE email_key IN ({marks})", keys)
+        return {key: Suppression(*row) for key, *row in rows}
 
     def add_many(self, items: Iterable[Suppression]) -> list[Suppression]:
         """Suppress many at once, in one transaction; returns those that were new (an address

@@ -102,6 +102,7 @@ def test_environment_overrides_config(project, cli):
     project.write_issue(SMALL_ISSUE)
     r = cli("render", "issues/issue.yaml", cwd=project.root,
             env={"NEWSLETTER_NAME": "Env Name", "NEWSLETTER_POSTAL_ADDRESS": "PO Box 7"})
+    assert r.code == 0, r.output
     html = (project.root / "out" / "issue.html").read_text()
     assert "Env Name" in html and "PO Box 7" in html
 

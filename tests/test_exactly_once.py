@@ -12,7 +12,6 @@ import os
 import re
 import sqlite3
 import time
-from pathlib import Path
 
 from aiosmtpd.smtp import AuthResult, LoginPassword
 

@@ -12,8 +12,8 @@ import pytest
 from conftest import EXAMPLE, REPO, SMALL_ISSUE
 from newsletter.config import load_settings
 from newsletter.issue import parse_issue
-from newsletter.personalize import Personalizer, html_size, sample_message, unsubscribe_token
-from newsletter.pipeline import prepare, write_rendered
+from newsletter.personalize import Personalizer, sample_message, unsubscribe_token
+from newsletter.pipeline import prepare
 from newsletter.render import Renderer
 from newsletter.subscribers import Subscriber
 

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import socket
-import subprocess
 import threading
 import time
 import urllib.error
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from prism_server import prism_mock
 from newsletter.providers.sendgrid import SendGridSettings
 from newsletter.errors import ConfigError
 from newsletter.providers.sendgrid import client as sendgrid_module
@@ -31,7 +31,6 @@ from newsletter.message import BatchResult, Envelope, Personalization
 from newsletter.providers.sendgrid.client import SendGridProvider
 
 ROOT = Path(__file__).resolve().parent.parent
-PRISM = ROOT / ".tools" / "node_modules" / ".bin" / "prism"
 KEY = "SG.test-only-key.Zx9-DoNotLeak"
 UNSUBSCRIBE = "https://example.org/unsubscribe?email={email}&token=t0k{n}"
 
@@ -394,45 +393,14 @@ def test_empty_batch_sends_nothing(standin: StandIn) -> None:
 # --- Prism: SendGrid's own published contract -----------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def prism(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a Prism mock that validates each request against tsg_mail_v3.json."""
     spec = spec_path()
-    if not PRISM.exists():
-        pytest.skip(f"{PRISM} not found: run bench/setup-tools.sh (npm @stoplight/prism-cli@5.14.2)")
     if not spec.is_file():
         pytest.skip(f"{spec} not found: set NEWSLETTER_SENDGRID_SPEC to SendGrid's tsg_mail_v3.json")
-    port = _free_port()
-    log = tmp_path_factory.mktemp("prism") / "prism.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([str(PRISM), "mock", "-h", "127.0.0.1", "-p", str(port), str(spec)],
-                                stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"prism exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"prism did not answer on port {port} within 60 s:\n{log.read_text()}")
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with prism_mock(spec, tmp_path_factory.mktemp("prism") / "prism.log") as url:
+        yield url
 
 
 def violations(url: str, body: dict) -> list[dict]:

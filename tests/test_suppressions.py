@@ -8,8 +8,6 @@ import csv
 import io
 import json
 import re
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -22,13 +20,13 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from conftest import SMALL_ISSUE, Project, run_cli
+from prism_server import prism_mock
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.providers.sendgrid import SendGridSettings
 from newsletter.providers.sendgrid.sync import SuppressionsClient, sync_suppressions
 from newsletter.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
-PRISM = ROOT / ".tools" / "node_modules" / ".bin" / "prism"
 SPEC = ROOT / "tests" / "data" / "sendgrid" / "tsg_suppressions_v3.json"
 KEY = "SG.sync-test-key.Qw7-DoNotLeak"
 LISTS = ("spam_reports", "unsubscribes", "bounces", "invalid_emails", "blocks")
@@ -227,35 +225,8 @@ def test_an_unknown_unsubscribe_group_points_at_the_setting(tmp_path: Path, stan
 @pytest.fixture(scope="session")
 def prism_suppressions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a Prism mock validating each request against tsg_suppressions_v3.json."""
-    if not PRISM.exists():
-        pytest.skip(f"{PRISM} not found: run bench/setup-tools.sh (npm @stoplight/prism-cli@5.14.2)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = tmp_path_factory.mktemp("prism-suppressions") / "prism.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([str(PRISM), "mock", "-h", "127.0.0.1", "-p", str(port), str(SPEC)],
-                                stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"prism exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"prism did not answer on port {port} within 60 s:\n{log.read_text()}")
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with prism_mock(SPEC, tmp_path_factory.mktemp("prism-suppressions") / "prism.log") as url:
+        yield url
 
 
 class CheckedClient(SuppressionsClient):

@@ -40,6 +40,14 @@ class Database:
         cur = self.conn.execute(self._sql(sql), tuple(params))
         return list(cur.fetchall()) if cur.description else []
 
+    def rows_in(self, sql: str, keys: Iterable[str], params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+        """The rows of `sql`, whose `{marks}` is an IN list over `keys`, asked in chunks of 900
+        (SQLite's bound-parameter limit); `params` come before the keys."""
+        keys = list(keys)
+        for i in range(0, len(keys), 900):
+            chunk = keys[i : i + 900]
+            yield from self.execute(sql.format(marks=",".join("?" * len(chunk))), [*params, *chunk])
+
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = list(rows)
         if not rows:
