@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
+from typing import TYPE_CHECKING
 
 from .errors import NewsletterError
 from .ledger import IN_FLIGHT, SENT, SendRecord
@@ -18,6 +19,9 @@ from .message import BatchResult, Personalization
 from .personalize import Personalizer
 from .providers.base import Provider
 from .subscribers import Subscriber, SubscriberList
+
+if TYPE_CHECKING:
+    from .parallel import Pace
 
 
 @dataclass
@@ -155,7 +159,7 @@ class Dispatcher:
     # several connections at once (parallel.py): makes each further connection's provider
     more_connections: Callable[[], Provider] | None = None
     connections: int = 1
-    pace: object | None = None  # parallel.Pace: the rate and the daily quota
+    pace: Pace | None = None  # the rate and the daily quota
     claim: Callable[[list[Personalization]], list[Personalization]] | None = None  # --worker
 
     def __post_init__(self) -> None:
@@ -170,7 +174,7 @@ class Dispatcher:
             from .parallel import ParallelSend
 
             providers = [self.provider] + [self.more_connections() for _ in range(self.connections - 1)]
-            parallel = ParallelSend(self, providers, self.pace, self.claim)  # type: ignore[arg-type]
+            parallel = ParallelSend(self, providers, self.pace, self.claim)
         record, suppressed = self.record, self.suppressed
         if parallel is not None:  # one database connection: every use under one lock
             record, suppressed = parallel.record, parallel.record.guard(suppressed)
@@ -178,9 +182,9 @@ class Dispatcher:
         try:
             if parallel is not None:
                 parallel.run(subscribers, todo)
-            while not parallel and not self.stop.requested and (
-                    chunk := list(islice(todo, self.provider.max_batch))):
-                self.send_batch([self.personalizer(s) for s in chunk])
+            else:
+                while not self.stop.requested and (chunk := list(islice(todo, self.provider.max_batch))):
+                    self.send_batch([self.personalizer(s) for s in chunk])
             if self.stop.requested:
                 self.report.interrupted = not (self.report.provider_down or self.report.quota_reached)
                 # count the rest without sending, so the report is whole
