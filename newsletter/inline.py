@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import builtins
+import functools
+import importlib.util
 import logging
+import types
+from pathlib import Path
 from typing import Any
 
 from .errors import NewsletterError
@@ -22,11 +27,7 @@ class Inliner:
     """Inlines a template's CSS into MJML's HTML, leaving MJML's own <style> blocks alone."""
 
     def __init__(self) -> None:
-        # imported here, not at module level: premailer (with cssutils, lxml and requests) costs
-        # ~0.2 s to import, and only rendering needs it
-        from premailer import Premailer
-
-        self._premailer: Any = Premailer
+        self._premailer: Any = _private_premailer()
         # cssutils warns about every vendor property (mso-*, -webkit-*) MJML emits
         logging.getLogger("cssutils").setLevel(logging.CRITICAL)
 
@@ -54,3 +55,51 @@ class Inliner:
         if not out.lstrip().lower().startswith("<!doctype"):
             out = "<!doctype html>\n" + out
         return out
+
+
+@functools.cache  # a pure function: the same private copy serves every Inliner of the process
+def _private_premailer() -> type:
+    """premailer's Premailer class, from a private copy of premailer's three modules.
+
+    premailer imports `requests` at its top (~0.1 s and ~6 MB with urllib3, chardet, certifi) only to
+    fetch remote stylesheets, which we never allow (allow_network=False and _NoNetwork), and its style
+    merge validates every inline declaration with cssutils (~60 ms of regex compilation a process) only
+    to log warnings we silence. In this copy `requests` is a stub and the merge does not validate. The
+    copy is not in sys.modules: the real premailer, `requests` and cssutils stay as they are for any
+    other code in the process."""
+    spec = importlib.util.find_spec("premailer")
+    if spec is None or spec.origin is None:
+        raise NewsletterError("premailer is not installed: pip install premailer")
+    folder = Path(spec.origin).parent
+    stub = types.ModuleType("requests", "never called: newsletter does not let premailer fetch")
+    private: dict[str, types.ModuleType] = {}
+
+    def load(name: str) -> types.ModuleType:
+        if name not in private:
+            path = folder / f"{name.split('.', 1)[1]}.py"
+            module = types.ModuleType(name)
+            module.__file__ = str(path)
+            module.__dict__["__builtins__"] = {**builtins.__dict__, "__import__": private_import}
+            private[name] = module
+            exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), module.__dict__)
+        return private[name]
+
+    def private_import(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (),
+                       level: int = 0) -> Any:
+        if name == "requests":
+            return stub
+        if name.startswith("premailer.") and level == 0:  # premailer's own absolute imports
+            return load(name)
+        return builtins.__import__(name, globals, locals, fromlist, level)
+
+    merge_style = load("premailer.merge_style")
+    validating = merge_style.csstext_to_pairs
+
+    def csstext_to_pairs(csstext: str, validate: bool = False) -> Any:
+        return validating(csstext, validate)
+
+    # merge_styles() calls csstext_to_pairs(style) with validation on; in this copy only, it is off
+    csstext_to_pairs._lock = validating._lock  # type: ignore[attr-defined]  # the function body uses it
+    merge_style.__dict__["csstext_to_pairs"] = csstext_to_pairs
+    premailer: Any = load("premailer.premailer")
+    return premailer.Premailer  # type: ignore[no-any-return]

@@ -420,3 +420,21 @@ def test_rich_text_part_matches_golden(settings):
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(text, encoding="utf-8")
     assert text == golden.read_text(encoding="utf-8"), "run with UPDATE_GOLDEN=1 after an intended change"
+
+
+def test_the_private_premailer_inlines_as_premailer_does_and_leaves_the_real_one_alone(settings):
+    # the Inliner uses a private copy of premailer (requests stubbed, no validation logging): same
+    # output as the real premailer, and code that imports premailer itself still gets the real thing
+    import premailer.premailer as real_module
+    from premailer import Premailer
+
+    from newsletter.inline import Inliner
+
+    issue = parse_issue(SMALL_ISSUE, "small.yaml")
+    ours = Renderer(settings).render(issue, "small").html
+    theirs_renderer = Renderer(settings)
+    theirs_renderer._inliner = Inliner.__new__(Inliner)
+    theirs_renderer._inliner._premailer = Premailer
+    assert theirs_renderer.render(issue, "small").html == ours
+    assert Inliner()._premailer is not Premailer
+    assert real_module.requests.__name__ == "requests" and callable(real_module.requests.get)
