@@ -72,6 +72,16 @@ def request_bytes(n: int, tag: str) -> list[bytes]:
     return out
 
 
+async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> bytes:
+    """Send one raw HTTP/1.1 request on a kept-alive connection; the answer's head (its body read)."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    await reader.readexactly(length)
+    return head
+
+
 async def load(port: int, requests: list[bytes], concurrency: int, max_seconds: float) -> tuple[list[float], int, float]:
     """(latencies in s, non-2xx answers, wall seconds)."""
     latencies: list[float] = []
@@ -86,11 +96,7 @@ async def load(port: int, requests: list[bytes], concurrency: int, max_seconds: 
             request = requests[next_index]
             next_index += 1
             started = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:"))
-            await reader.readexactly(length)
+            head = await exchange(reader, writer, request)
             latencies.append(time.perf_counter() - started)
             if not head.startswith(b"HTTP/1.1 2"):
                 errors += 1
@@ -114,11 +120,7 @@ async def paced(port: int, requests: list[bytes], rate: float, connections: int 
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         while (item := await due.get())[0]:
             request, at = item
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:"))
-            await reader.readexactly(length)
+            head = await exchange(reader, writer, request)
             latencies.append(time.perf_counter() - at)
             if not head.startswith(b"HTTP/1.1 2"):
                 errors += 1

@@ -115,7 +115,7 @@ def build_archive(settings: Settings, out: Path | None = None, *, drafts: bool =
     base = archive_url(settings)
     out = out if out is not None else settings.root / "site"
     with settings.open_store(create=False) as store:  # read only; no send record yet: nothing sent
-        sent = {issue: datetime.fromisoformat(when) for issue, when in store.read_record("").first_sent().items()}
+        sent = {issue: datetime.fromisoformat(when) for issue, when in store.first_sent().items()}
     # the web copy does not link to itself: no view-in-browser link in its header and footer
     renderer = Renderer(settings.model_copy(update={"view_online_url": None}))
     published: list[tuple[ArchivedIssue, Rendered]] = []

@@ -150,16 +150,6 @@ class DeliveryRecord:
                 taken.update(r[0] for r in found)
         return taken
 
-    def sent_issues(self) -> list[str]:
-        """Issues at least one reader has been sent, for the archive."""
-        return [r[0] for r in self.db.execute("SELECT DISTINCT issue FROM deliveries WHERE state = 'sent'")]
-
-    def first_sent(self) -> dict[str, str]:
-        """Each issue at least one reader has been sent, and when the first of them was (ISO 8601
-        UTC): what the archive publishes, and the date its feed gives."""
-        return dict(self.db.execute(
-            "SELECT issue, MIN(updated_at) FROM deliveries WHERE state = 'sent' GROUP BY issue"))
-
 
 def key_of(email: str) -> str:
     """The address as the send record and suppressions know it (see subscribers.address_key)."""

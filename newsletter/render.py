@@ -69,10 +69,6 @@ class Renderer:
             self._inliner = Inliner()
         return self._inliner
 
-    def markdown_to_text(self, source: str) -> str:
-        """Markdown -> plain text wrapped at plaintext.WIDTH columns; links become `label (URL)`."""
-        return self.text.render(self.markdown.parse(source))
-
     def _prose(self, source: str | None, slots: _Slots, level: int = 2) -> tuple[str, str]:
         """Markdown with merge fields -> (HTML with H tokens, text with T tokens). Its headings
         start at <h{level}> (`#` is h{level}), below the headings the template puts above it.

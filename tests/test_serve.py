@@ -379,17 +379,16 @@ def test_a_send_holding_the_sqlite_write_lock_delays_an_unsubscribe_but_does_not
 
 
 def test_suppressions_add_is_one_statement(tmp_path: Path, database_url: str | None) -> None:
-    """The one-click path runs Suppressions.add without a transaction around it (one round trip,
-    see web/store.autocommitted): that is atomic only while add is a single statement."""
+    """The one-click path runs Suppressions.add on its own, without BEGIN/COMMIT around it (one
+    round trip): that is atomic only while add is a single statement."""
     from newsletter.store import open_store
-    from newsletter.web.store import autocommitted
 
     with open_store(tmp_path, database_url) as store:
         statements: list[str] = []
         execute = store.db.execute
         store.db.execute = lambda sql, params=(): statements.append(sql) or execute(sql, params)  # type: ignore[method-assign]
-        assert autocommitted(store).add(ANN, "unsubscribed", "one-click")
-        assert not autocommitted(store).add(ANN, "bounced", "webhook")
+        assert store.suppressions.add(ANN, "unsubscribed", "one-click")
+        assert not store.suppressions.add(ANN, "bounced", "webhook")
         assert len(statements) == 2 and all(s.lstrip().startswith("INSERT") for s in statements), statements
         assert store.suppressions.reasons([key_of(ANN)]) == {key_of(ANN): "unsubscribed"}
 

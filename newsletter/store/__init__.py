@@ -40,6 +40,12 @@ class Store:
 
         return DeliveryRecord(self.db, issue, writable=False)
 
+    def first_sent(self) -> dict[str, str]:
+        """Each issue at least one reader has been sent, and when the first of them was (ISO 8601
+        UTC): what the archive publishes, and the date its feed gives."""
+        return dict(self.db.execute(
+            "SELECT issue, MIN(updated_at) FROM deliveries WHERE state = 'sent' GROUP BY issue"))
+
     def __enter__(self) -> Self:
         return self
 

@@ -32,6 +32,7 @@ class Database:
         self.dialect = dialect
         self.where = where  # for messages: a path or a URL without its password
         self.state_dir = state_dir
+        self._depth = 0  # transactions open on this connection (nested ones join the outermost)
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.dialect == "postgres" else sql
@@ -61,18 +62,30 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """One atomic unit; SQLite takes its write lock at the start (BEGIN IMMEDIATE), so a reader
-        never sees half of it and two writers queue instead of failing halfway."""
-        if self.dialect == "postgres":
-            with self.conn.transaction():
+        never sees half of it and two writers queue instead of failing halfway. A transaction opened
+        inside another joins it: the outer one commits (or rolls back) everything."""
+        if self._depth:
+            self._depth += 1
+            try:
                 yield
+            finally:
+                self._depth -= 1
             return
-        self.conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
         try:
-            yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+            if self.dialect == "postgres":
+                with self.conn.transaction():
+                    yield
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        finally:
+            self._depth = 0
 
     def close(self) -> None:
         self.conn.close()

@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..personalize import verify_unsubscribe_token
 from .body import read_body
 from .pages import Pages
-from .store import StoreThreads, autocommitted
+from .store import StoreThreads
 
 log = logging.getLogger("newsletter.web")
 
@@ -145,7 +145,7 @@ class Unsubscribe:
         issue = issue if issue and _ISSUE.fullmatch(issue) else None
         source = "one-click" if is_one_click(body, request.headers.get("content-type", "")) else "link"
         try:
-            new = await self.store.run(lambda store: autocommitted(store).add(
+            new = await self.store.run(lambda store: store.suppressions.add(
                 email, "unsubscribed", source, issue=issue))
         except Exception as e:  # noqa: BLE001 - the reader gets a page, the log the reason
             log.error("unsubscribe not recorded (%s): %s: %s", source, type(e).__name__, e)
