@@ -438,3 +438,27 @@ def test_the_private_premailer_inlines_as_premailer_does_and_leaves_the_real_one
     assert theirs_renderer.render(issue, "small").html == ours
     assert Inliner()._premailer is not Premailer
     assert real_module.requests.__name__ == "requests" and callable(real_module.requests.get)
+
+
+def test_a_renderer_kept_across_edits_renders_each_edit_as_a_fresh_one_does(settings, project):
+    # the preview keeps one Renderer; its caches (Markdown by text, parsed CSS) must never show a
+    # reader the previous save: a new merge field shifts every later slot, a CSS edit restyles
+    css = project.root / "templates" / "digest.css"
+    css.parent.mkdir(exist_ok=True)
+    css.write_text((REPO / "templates" / "digest.css").read_text())
+    kept = Renderer(settings)
+    kept.render(parse_issue(SMALL_ISSUE, "small.yaml"), "small")
+    edits = [
+        SMALL_ISSUE.replace("A 1.3-billion", "{{ subscriber.company | default('you') }}: a 1.3-billion"),
+        SMALL_ISSUE.replace("intro: |\n  Hi", "intro: |\n  **Edited.** Hi"),
+        SMALL_ISSUE,
+    ]
+    for text in edits:
+        issue = parse_issue(text, "small.yaml")
+        mine, fresh = kept.render(issue, "small"), Renderer(settings).render(issue, "small")
+        assert (mine.html, mine.text, mine.subject) == (fresh.html, fresh.text, fresh.subject)
+        assert [f.source for f in mine.fields] == [f.source for f in fresh.fields]
+    css.write_text(css.read_text() + "\n.nl-prose p { letter-spacing: 1px; }\n")
+    issue = parse_issue(SMALL_ISSUE, "small.yaml")
+    restyled = kept.render(issue, "small").html
+    assert "letter-spacing:1px" in restyled and restyled == Renderer(settings).render(issue, "small").html
