@@ -123,10 +123,16 @@ def test_page_follows_edits_without_reloading_and_sends_a_test(preview: Running)
             expect(page.locator("#problems")).to_contain_text("none")
             page.evaluate("window.__marker = 42")
 
-            # 1. a title change: the iframe shows it, the page was not reloaded
+            # 1. a title change: the iframe shows it, the page was not reloaded, and neither was the
+            # email's frame: the reader's place in it stays where it was
+            frame_js = "document.getElementById('desktop').contentWindow"
+            scrolled = page.evaluate(f"(() => {{ const w = {frame_js}; w.scrollTo(0, 120); w.__kept = 7;"
+                                     " return w.scrollY; })()")
+            assert scrolled > 0
             issue.write_text(SMALL_ISSUE.replace("title: SEER", "title: SEER, revised"), encoding="utf-8")
             expect(desktop.locator("body")).to_contain_text("SEER, revised")
             assert page.evaluate("window.__marker") == 42
+            assert page.evaluate(f"[{frame_js}.__kept, {frame_js}.scrollY]") == [7, scrolled]
 
             # 2. a javascript: link: the errors replace the email; the last good render is one click away
             issue.write_text(SMALL_ISSUE.replace("https://ai.facebook.com/blog/seer", "javascript:alert(1)"),
