@@ -114,7 +114,6 @@ class SendGridProvider:
         Only what differs per reader goes into each personalization: the shared parts are sent once
         with substitution tags in them (see `_content`)."""
         subject, html_part, text, tags, shared_headers, own_headers = self._content(envelope, batch)
-        custom_args = {"issue": envelope.issue_id}
         personalizations = []
         for p, values, own in zip(batch, tags, own_headers):
             to = {"email": p.email, "name": p.name} if p.name else {"email": p.email}
@@ -123,8 +122,8 @@ class SendGridProvider:
                 item["substitutions"] = values
             if p.headers and own:
                 item["headers"] = p.headers  # this reader's List-Unsubscribe, whole
-            # the spec types top-level custom_args as a string; per personalization it is an object
-            item["custom_args"] = custom_args
+            # no custom_args: the issue is the same for every reader and travels once, as a category,
+            # which the event webhook reads (the spec types a top-level custom_args as a string)
             personalizations.append(item)
         sender = {"email": envelope.from_email}
         if envelope.from_name:
