@@ -17,17 +17,12 @@ from typing import Any
 
 from babel import Locale, UnknownLocaleError
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.scalarstring import LiteralScalarString
-
 from .errors import IssueError, Problem
 from .issuetext import (_NOT_YAML, MARKUP_CHARS, MAX_FILE_BYTES, MAX_FILE_LINES,
                         MAX_MARKDOWN_CHARS, MAX_MARKUP, MAX_PROBLEMS, MAX_SECTIONS, MAX_TEXT_CHARS,
                         MAX_YAML_NODES, Finding, describe_char, http_url, line_findings, markdown_findings,
                         markdown_text, markdown_text_findings, one_line, shorten, with_merge_fields)
-from .issueyaml import Loc, _Constructor, _Guard, _GuardedParser, _Refused
+from .issueyaml import Loc, Tree, YAMLStopped, read_yaml
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
@@ -85,7 +80,7 @@ class Issue(_Model):
     outro: str | None = None
     template: str = "digest"
     sections: list[Section] = Field(min_length=1, max_length=MAX_SECTIONS)
-    _root: Any = PrivateAttr(default=None)  # the YAML tree, for locating later findings
+    _root: Tree | None = PrivateAttr(default=None)  # the YAML and its lines, for locating later findings
 
     def line_of(self, *loc: str | int, at: int | None = None, text_line: int | None = None) -> int | None:
         """The issue file's line for a field path, e.g. line_of("sections", 2, "image"); with `at` (a
@@ -93,9 +88,9 @@ class Issue(_Model):
         if self._root is None:
             return None
         if at is not None and text_line is None:
-            value = _value_at(self._root, loc)
+            value = self._root.value_at(loc)
             text_line = value[:at].count("\n") if isinstance(value, str) else None
-        return _line_in(self._root, loc, text_line)
+        return self._root.line_in(loc, text_line)
 
     @field_validator("subject", mode="before")
     @classmethod
@@ -147,56 +142,7 @@ def _field(loc: Loc) -> str:
     return ".".join(shorten(str(p), 40) for p in loc)
 
 
-def _value_at(root: Any, loc: Loc) -> Any:
-    value = root
-    for part in loc:
-        try:
-            value = value[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return value
-
-
-def _line_for(root: Any, loc: Loc) -> int | None:
-    """1-based line of the deepest key or item of `loc` that exists in the YAML tree."""
-    node, line = root, None
-    for part in loc:
-        try:
-            if isinstance(node, CommentedMap) and part in node:
-                line = node.lc.key(part)[0] + 1
-                node = node[part]
-            elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
-                line = node.lc.item(part)[0] + 1
-                node = node[part]
-            else:
-                break
-        except (KeyError, IndexError, TypeError):
-            break
-    if line is None and isinstance(root, CommentedMap):
-        line = root.lc.line + 1
-    return line
-
-
-def _line_in(root: Any, loc: Loc, text_line: int | None) -> int | None:
-    """The file line of line `text_line` of the text at `loc`: exact inside a `|` block (it starts on
-    the line below its key, verbatim); otherwise the key's line."""
-    line = _line_for(root, loc)
-    if text_line is not None and line is not None and isinstance(_value_at(root, loc), LiteralScalarString):
-        line += 1 + text_line
-    return line
-
-
 # --- loading ------------------------------------------------------------------------------------------
-
-
-def _plain(node: Any) -> Any:
-    if isinstance(node, CommentedMap):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, CommentedSeq):
-        return [_plain(v) for v in node]
-    if isinstance(node, str):
-        return str(node)  # ruamel's scalar string subclasses -> plain str
-    return node
 
 
 def _message(err: Mapping[str, Any]) -> str:
@@ -310,46 +256,32 @@ def parse_issue(text: str, path: Path | str, *, default_language: str = "en") ->
     """Validate issue-file text; raises IssueError listing every problem with its line."""
     if found := _file_problems(text, path):
         raise IssueError(found)
-    guard = _Guard()
-    yaml = YAML(typ="rt")
-    yaml.Constructor = _Constructor
-    yaml.Parser = _GuardedParser
-    yaml.issue_guard = guard  # type: ignore[attr-defined]  # read by _GuardedParser
-
-    def guarded() -> list[Problem]:
-        return [Problem(path, line, _field(loc), message) for loc, line, message in guard.found]
-
     try:
-        root = yaml.load(text)
-    except _Refused:
-        raise IssueError(_finish(guarded())) from None
-    except MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark else 1
-        found = guarded()
-        if not any(p.line == line for p in found):  # e.g. `<<: *base` fails once its alias is gone
-            found.append(Problem(path, line, "yaml", f"{e.problem or e}; fix the YAML syntax"))
+        tree = read_yaml(text)
+    except YAMLStopped as e:
+        found = [Problem(path, line, _field(loc), message) for loc, line, message in e.found]
+        # e.g. `<<: *base` fails once its alias is gone: the alias is the problem to tell
+        if e.broken and not any(p.line == e.broken.line for p in found):
+            found.append(Problem(path, e.broken.line, "yaml", f"{e.broken.problem}; fix the YAML syntax"))
         raise IssueError(_finish(found)) from None
-    except YAMLError as e:
-        raise IssueError(_finish(guarded() + [Problem(path, 1, "yaml", f"{e}; fix the YAML syntax")])) from None
-    if not isinstance(root, CommentedMap):
+    data = tree.data
+    if not isinstance(data, dict):
         raise IssueError([Problem(path, 1, "", "an issue file is a YAML mapping (subject:, date:, sections:, ...)")])
-    data = _plain(root)
     data.setdefault("language", default_language)
     findings = text_findings(data)
-    problems = guarded()
-    claimed = {loc for loc, _, _ in guard.found} | {loc for loc, f in findings if f.invalid}
+    problems = [Problem(path, line, _field(loc), message) for loc, line, message in tree.found]
+    claimed = {loc for loc, _, _ in tree.found} | {loc for loc, f in findings if f.invalid}
     try:
         issue = Issue.model_validate(data)
     except ValidationError as e:
         for err in e.errors():
             loc = tuple(err["loc"])
             if not _under(loc, claimed):  # our own finding there says more, with a better line
-                problems.append(Problem(path, _line_for(root, loc), _field(loc), _message(err)))
+                problems.append(Problem(path, tree.line_for(loc), _field(loc), _message(err)))
     else:
-        issue._root = root
+        issue._root = tree
     if problems or any(f.invalid for _, f in findings):
-        problems += [Problem(path, _line_in(root, loc, f.line), _field(loc), f.message)
+        problems += [Problem(path, tree.line_in(loc, f.line), _field(loc), f.message)
                      for loc, f in findings if f.severity == "error"]
         raise IssueError(_finish(problems))
     return issue

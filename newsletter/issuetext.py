@@ -22,8 +22,9 @@ SAFE_MARKDOWN_SCHEMES = ("http://", "https://", "mailto:")
 # Each bounds the time and memory `check` spends on one file; each is far above what an issue needs
 # (the 13-section example is 15 KB, its longest text 732 characters, its Markdown 53 marks).
 # Gmail clips an email above ~102 KB of HTML, so nothing bigger can reach a reader whole anyway.
-# ruamel.yaml is pure Python: ~3 µs a character for a long plain scalar, ~16 µs a comment line,
-# ~100 µs a value in flow style. These three bound its work to well under a second:
+# A pure-Python YAML parser (ruamel.yaml then; PyYAML's now, when libyaml refuses a file, see
+# issueyaml.py) spends ~3 µs a character on a long plain scalar, ~16 µs a comment line, ~100 µs a value
+# in flow style. These three bound its work to well under a second (libyaml needs a fraction of it):
 MAX_FILE_BYTES = 256_000  # checked before reading (a 50 MB file took 103 s); 2.5x what Gmail shows
 MAX_FILE_LINES = 10_000  # the example has 150; 250,000 comment lines took 4 s
 MAX_YAML_NODES = 5_000  # keys, values and items; 100 sections with 3 links each are ~3,600
@@ -51,7 +52,7 @@ _LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines() s
 _NOT_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 # Markdown may hold line breaks and tabs, but no other C0 or C1 control
 _NOT_MARKDOWN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
-# characters the YAML reader refuses (ruamel's Reader.NON_PRINTABLE), found here with their line
+# characters YAML readers refuse (libyaml's and PyYAML's printable set), found here with their line
 _NOT_YAML = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _CHAR_NAMES = {0: "NUL", 0x1b: "ESC", 0x7f: "DEL", 0x85: "NEL", 0x2028: "line separator",
                0x2029: "paragraph separator", 0xFEFF: "byte order mark"}

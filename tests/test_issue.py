@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +149,62 @@ def test_explicit_nulls_in_optional_fields_are_accepted():
                         + "    image: {src: 'https://example.org/a.png', alt: A chart, caption: null}\n", "x.yaml")
     assert issue.preheader is None and issue.title is None and issue.intro is None
     assert issue.sections[0].image.caption is None
+
+
+def test_only_true_and_false_are_yes_and_no():
+    # YAML 1.2, as issue files were always read: a section called "No" or "On" is text, not a boolean
+    issue = parse_issue(VALID.replace("title: One", "title: No") + "  - title: On\n    body: 1:30\n", "x.yaml")
+    assert [s.title for s in issue.sections] == ["No", "On"]
+    assert issue.sections[1].body == "1:30"
+
+
+def test_line_separators_pasted_into_text_keep_the_line_numbers():
+    # YAML 1.1 parsers (libyaml) break lines at NEL, LS and PS; editors and YAML 1.2 do not
+    found = problems(VALID + 'intro: "pasted\u2028text"\n# a comment\u2029with a separator\noutro: x\x85y\n'
+                     "template: no such template!\n")
+    assert found[0].startswith("issues/x.yaml:8: outro: U+0085 (NEL)")
+    assert found[1].startswith("issues/x.yaml:9: template: a template name is letters")
+
+
+def test_a_duplicate_key_is_located_at_the_second_one():
+    found = problems(VALID + "    title: Two\n")
+    assert found == ['issues/x.yaml:6: yaml: found duplicate key "title" with value "Two" (original value: "One"); '
+                     "fix the YAML syntax"]
+
+
+def test_line_of_inside_a_literal_block():
+    issue = parse_issue(VALID.replace("body: Text", "body: |\n      zero\n      one"), "x.yaml")
+    assert issue.line_of("sections", 0, "body", text_line=1) == 7
+    assert issue.line_of("sections", 0, "body", at=len("zero\no")) == 7
+    assert issue.line_of("sections", 0, "title", text_line=1) == 4  # not a block: the key's line
+
+
+def test_issue_files_are_read_by_libyaml():
+    from newsletter import issueyaml
+
+    # without it every load is 10x slower (the live preview re-reads the file on each save)
+    assert issueyaml._CParser is not None, "PyYAML was built without libyaml: pip install --force-reinstall PyYAML"
+
+
+def test_the_pure_python_parser_tells_the_same_as_libyaml(monkeypatch):
+    # it reads what libyaml refuses; and it is what runs where PyYAML has no libyaml
+    from conftest import EXAMPLE
+
+    from newsletter import issueyaml
+
+    corpus = sorted((Path(__file__).parent / "corpus" / "issues").glob("*.yaml"))
+    texts = [p.read_bytes().decode("utf-8", "replace") for p in [EXAMPLE, *corpus]]
+
+    def told() -> list[list[str]]:
+        said = []
+        for text in texts:
+            try:
+                parse_issue(text, "x.yaml")
+                said.append([])
+            except IssueError as e:
+                said.append([str(p) for p in e.problems])
+        return said
+
+    with_libyaml = told()
+    monkeypatch.setattr(issueyaml, "_CParser", None)
+    assert told() == with_libyaml

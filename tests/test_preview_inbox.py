@@ -26,7 +26,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from ruamel.yaml import YAML
+import yaml
 
 from conftest import EXAMPLE, REPO, Project, Result, run_cli
 from newsletter.personalize import verify_unsubscribe_token
@@ -37,7 +37,7 @@ MAILDEV = REPO / ".tools" / "node_modules" / ".bin" / "maildev"
 SECRET = "preview-inbox-test-secret-0123456789abcdef"
 EDITOR = "editor@example.org"
 ISSUE = "issues/2021-03.yaml"
-SUBJECT = YAML(typ="safe").load(EXAMPLE.read_text(encoding="utf-8"))["subject"]
+SUBJECT = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))["subject"]
 # the list: an unsubscribed reader first, so "the first subscribed row" is not merely row 1
 READERS = """\
 email,name,status
