@@ -17,6 +17,7 @@ from typing import Any
 
 from babel import Locale, UnknownLocaleError
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
 from .errors import IssueError, Problem
 from .issuetext import (_NOT_YAML, MARKUP_CHARS, MAX_FILE_BYTES, MAX_FILE_LINES,
                         MAX_MARKDOWN_CHARS, MAX_MARKUP, MAX_PROBLEMS, MAX_SECTIONS, MAX_TEXT_CHARS,
