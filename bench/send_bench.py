@@ -4,6 +4,8 @@
     .venv/bin/python bench/send_bench.py            # full sizes (~2.5 min on 2 cores)
     .venv/bin/python bench/send_bench.py --quick    # sizes / 10 (~20 s), for a smoke run
     .venv/bin/python bench/send_bench.py --keep     # keep the temp project (CSVs, outbox, ledgers)
+    .venv/bin/python bench/send_bench.py --only 3 --baseline DIR   # SMTP, before (DIR) and after
+                                                    # (DIR: `git archive <commit> newsletter | tar -x -C DIR`)
 
 One-time setup for the mailmerge comparison (a separate venv, never .venv):
 
@@ -456,7 +458,7 @@ def _aiosmtpd_available() -> bool:
     return p.returncode == 0
 
 
-def section_smtp(ws: Workspace, n: int, connections: int = 4, rounds: int = 2) -> None:
+def section_smtp(ws: Workspace, n: int, connections: int = 4, rounds: int = 2, baseline: Path | None = None) -> None:
     header(f"3. SMTP: {n:,} recipients, ours ([smtp] connections = 1 and {connections}) vs mailmerge --no-dry-run")
     if Path(SMTP_SINK).exists():
         sink: _PostfixSink | _SMTPSink = _PostfixSink()
@@ -469,8 +471,8 @@ def section_smtp(ws: Workspace, n: int, connections: int = 4, rounds: int = 2) -
         note("SKIPPED: neither smtp-sink (apt-get install -y postfix) nor aiosmtpd (.venv) is installed")
         return
     try:
-        def ours(k: int, recipients: int, label: str) -> Run:
-            env = base_env(PYTHONPATH=str(ROOT), NEWSLETTER_SMTP_HOST="127.0.0.1",
+        def ours(k: int, recipients: int, label: str, code: Path = ROOT) -> Run:
+            env = base_env(PYTHONPATH=str(code), NEWSLETTER_SMTP_HOST="127.0.0.1",
                            NEWSLETTER_SMTP_PORT=str(sink.port), NEWSLETTER_SMTP_SECURITY="none",
                            NEWSLETTER_SMTP_CONNECTIONS=str(k), NEWSLETTER_STATE_DIR=str(ws.fresh_state(label)))
             r = checked(run(_ours_here(ws, recipients, env, "--send", "--yes", "--provider", "smtp"),
@@ -484,6 +486,11 @@ def section_smtp(ws: Workspace, n: int, connections: int = 4, rounds: int = 2) -
             "ours, 1 connection": lambda m: ours(1, m, f"smtp1-{m}"),
             f"ours, {connections} connections": lambda m: ours(connections, m, f"smtp{connections}-{m}"),
         }
+        if baseline is not None:  # the code before a change, in the same rounds: the same noise
+            note(f"'before' = the newsletter package in {baseline}")
+            tools["before, 1 connection"] = lambda m: ours(1, m, f"before1-{m}", baseline)
+            tools[f"before, {connections} connections"] = lambda m: ours(connections, m, f"before{connections}-{m}",
+                                                                          baseline)
         MM, MM_MULTI = "mailmerge, HTML only", "mailmerge, text + HTML"
         if mailmerge_available():
             template, config, sizes = write_mailmerge_files(ws, smtp_port=sink.port)
@@ -498,6 +505,9 @@ def section_smtp(ws: Workspace, n: int, connections: int = 4, rounds: int = 2) -
             note(f"mailmerge comparison SKIPPED: {MAILMERGE} not found; install it with:")
             note(f"  {MAILMERGE_HINT}")
         load = os.getloadavg()[0]
+        plain = _smtplib_rate(ws, sink.port, n // 2)
+        line("reference: smtplib.sendmail of one prebuilt message, one connection", f"{plain:9.0f} /s")
+        note("(no building, no record, one round trip per command: a sequential client's ceiling here)")
         base = {name: median_run([tool(1) for _ in range(3)]) for name, tool in tools.items()}
         best: dict[str, tuple[float, Run, float]] = {}  # name -> (rate, run, sink CPU seconds)
         for r in range(rounds):  # interleaved: the machine's noise (other jobs) hits every tool alike
@@ -529,13 +539,38 @@ def section_smtp(ws: Workspace, n: int, connections: int = 4, rounds: int = 2) -
                 continue
             mm_rate, mm_run, _ = best[mm]
             for name, (rate, big, _) in best.items():
-                if name.startswith("ours"):
+                if not name.startswith("mailmerge"):
                     line(f"ratio {name} / {mm}: start-up subtracted (end to end)",
                          f"{rate / mm_rate:9.1f} x  ({mm_run.wall / big.wall:.1f} x)")
         note("we keep each connection, pipeline MAIL/RCPT/DATA when offered, and commit the send record (SQLite)")
         note("once per message before its end of DATA; mailmerge opens a connection per message and records nothing.")
     finally:
         sink.close()
+
+
+def _smtplib_rate(ws: Workspace, port: int, n: int) -> float:
+    """Messages/s of smtplib.sendmail sending our sample reader's message n times over one
+    connection (TCP_NODELAY, as our client sets it), in this process."""
+    import smtplib
+
+    from newsletter.config import load_settings
+    from newsletter.mime import message_bytes
+    from newsletter.personalize import SAMPLE_SUBSCRIBER, Personalizer
+    from newsletter.pipeline import prepare
+
+    settings = load_settings(ws.project / "newsletter.toml", env=base_env())
+    personalizer = Personalizer(prepare(ws.project / ISSUE, settings).rendered, settings, SECRET, provider="smtp")
+    data, _ = message_bytes(personalizer.envelope(), personalizer(SAMPLE_SUBSCRIBER))
+    smtp = smtplib.SMTP("127.0.0.1", port, timeout=30)
+    try:
+        assert smtp.sock is not None
+        smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        t0 = time.perf_counter()
+        for i in range(n):
+            smtp.sendmail(settings.from_email, [f"user{i}@example.com"], data)
+        return n / (time.perf_counter() - t0)
+    finally:
+        smtp.quit()
 
 
 class _SendGridStandIn:
@@ -733,6 +768,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="sizes / 10 (targets then only indicative)")
     ap.add_argument("--keep", action="store_true", help="keep the temp project, lists and outboxes")
     ap.add_argument("--only", type=int, action="append", choices=[1, 2, 3, 4, 5, 6], help="run only these sections")
+    ap.add_argument("--baseline", type=Path, metavar="DIR",
+                    help="section 3 also runs the newsletter package found in DIR (e.g. `git archive` of an older "
+                         "commit), interleaved with this checkout's: before and after in one session")
     ap.add_argument("--substitute-headers", action="store_true",
                     help="section 4 also with [sendgrid] substitute_headers = true (List-Unsubscribe shared)")
     args = ap.parse_args()
@@ -758,7 +796,7 @@ def main() -> int:
     sections = [
         (1, lambda: section_dry_run(ws, sizes["dry"], sizes["mm_rows"])),
         (2, lambda: section_memory(ws, sizes["mem_small"], sizes["mem_large"])),
-        (3, lambda: section_smtp(ws, sizes["smtp"])),
+        (3, lambda: section_smtp(ws, sizes["smtp"], baseline=args.baseline)),
         (4, lambda: section_sendgrid(ws, sizes["sendgrid"])),
         (5, lambda: section_smtp_sink(ws, sizes["sink"])),
         (6, lambda: section_workers(ws, sizes["workers"])),
