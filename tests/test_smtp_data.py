@@ -6,13 +6,15 @@ from __future__ import annotations
 import itertools
 import random
 import re
+import threading
 from email.headerregistry import Address
 
 import pytest
 
 from newsletter import mime
 from newsletter.message import Envelope, Personalization
-from newsletter.providers.smtp.data import DataTemplate, _ascii_header, _list_unsubscribe, _to, dot_stuff
+from newsletter.providers.smtp.data import (DataTemplate, _ascii_header, _list_unsubscribe, _to, dot_stuff,
+                                           template_for)
 
 NAMES = ["Имя 17", "Анна Петрова", "Анна 2 Петрова", "Tom & <Jerry>", "Smith, John", "🎉 Party 🎉", "", "O'Brien",
          'The "Boss"', "Émile Zola", "x" * 90, "Очень Длинное Имя Читателя С Отчеством Константиновна", "Zoë",
@@ -145,3 +147,20 @@ def test_dot_stuffing_is_smtplibs():
     for _ in range(500):
         data = "".join(rng.choice([".", "\r\n", "a", "\n", ".."]) for _ in range(rng.randint(0, 30))).encode()
         assert dot_stuff(data) == re.sub(rb"(?m)^\.", b"..", data)
+
+
+def test_the_connections_of_a_send_share_one_template():
+    # they start together: each making its own would encode every body once per offset, per connection
+    env = Envelope("2021-03", "d@example.org", "D", None, "S", HTML[0], TEXT[1], 3)
+    start, made = threading.Barrier(8), []
+
+    def connection() -> None:
+        start.wait()
+        made.append(template_for(env))
+
+    threads = [threading.Thread(target=connection) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 8 and all(t is made[0] for t in made)

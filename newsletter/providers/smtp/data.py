@@ -15,6 +15,7 @@ from __future__ import annotations
 import email._encoded_words as _ew  # type: ignore[import-not-found]  # the folder's own encoder
 import quopri
 import re
+import threading
 import time
 from binascii import b2a_base64
 from email.headerregistry import Address
@@ -238,7 +239,17 @@ def _to_policy(name: str, email: str) -> bytes:
         "To", Address(display_name=name, username=local, domain=domain)))
 
 
-@lru_cache(maxsize=4)  # one per send: the connections of a send share it (and its encodings)
 def template_for(envelope: Envelope) -> DataTemplate:
-    """The template of `envelope` (an Envelope hashes and compares by its content)."""
+    """The template of `envelope`, one for all the connections of a send (an Envelope hashes and
+    compares by its content). Under a lock: the connections start at once, and lru_cache alone
+    let each of them make its own, and encode each body once per offset four times over."""
+    with _TEMPLATES_LOCK:
+        return _template(envelope)
+
+
+@lru_cache(maxsize=4)
+def _template(envelope: Envelope) -> DataTemplate:
     return DataTemplate(envelope)
+
+
+_TEMPLATES_LOCK = threading.Lock()
