@@ -51,7 +51,8 @@ class _MailPolicy(EmailPolicy):
 
 POLICY = _MailPolicy()
 # smtplib.send_message serialized with the message's policy and CRLF, plus utf8=True for SMTPUTF8
-_WIRE = {False: POLICY.clone(linesep="\r\n"), True: POLICY.clone(linesep="\r\n", utf8=True)}
+# (key: utf8); providers/smtp/data.py folds through the same policies
+WIRE = {False: POLICY.clone(linesep="\r\n"), True: POLICY.clone(linesep="\r\n", utf8=True)}
 
 
 def _headers(envelope: Envelope, p: Personalization, subject: str) -> list[tuple[str, object]]:
@@ -99,23 +100,23 @@ def message_bytes(
     out identical; quoted-printable may break lines elsewhere but decodes to the same text."""
     subject, html, text = envelope.fill(p)
     headers = _headers(envelope, p, subject)
-    policy = _WIRE[utf8]
+    policy = WIRE[utf8]
     chunks = []
     for name, value in headers:
         if isinstance(value, str):  # From, Subject, Date (for a second)...: the same every time
-            chunks.append(_fold(name, value, utf8))
+            chunks.append(fold(name, value, utf8))
         else:  # To with a name (an Address: unhashable, and one per reader anyway)
             chunks.append(policy.fold_binary(*policy.header_store_parse(name, value)))
     text_cte, html_cte = transfer_encoding(envelope.text), transfer_encoding(envelope.html)
-    before, between, after = _skeleton(text_cte, html_cte)
+    before, between, after = skeleton(text_cte, html_cte)
     chunks += [before, _encode(text, text_cte), between, _encode(html, html_cte), after]
     return b"".join(chunks), str(dict(headers)["Message-ID"])
 
 
 @lru_cache(maxsize=64)  # the repeating values stay; unique ones (Message-ID) soon drop out
-def _fold(name: str, value: str, utf8: bool) -> bytes:
+def fold(name: str, value: str, utf8: bool = False) -> bytes:
     """One header as the policy writes it (parsing and folding From alone take ~0.13 ms)."""
-    policy = _WIRE[utf8]
+    policy = WIRE[utf8]
     return policy.fold_binary(*policy.header_store_parse(name, value))
 
 
@@ -123,7 +124,7 @@ _Skeleton = tuple[bytes, bytes, bytes]  # before the text body, between the two,
 
 
 @lru_cache(maxsize=4)  # a pure function of the two encodings: four possible skeletons in all
-def _skeleton(text_cte: str, html_cte: str) -> _Skeleton:
+def skeleton(text_cte: str, html_cte: str) -> _Skeleton:
     """Everything after the top-level headers but the two bodies, for these transfer encodings."""
     # build_message's own calls, flattened the way send_message did: MIME-Version, Content-Type,
     # the part headers (MIME-Version in the HTML part too), blank lines and delimiters are its own
@@ -137,7 +138,7 @@ def _skeleton(text_cte: str, html_cte: str) -> _Skeleton:
     # "===============<19 digits>==", so a delimiter line starts with "--==". base64 has no "-",
     # and in quoted-printable "=" is always followed by two hex digits or the line end: no body
     # line can ever be taken for a delimiter, whatever a reader's values.
-    before, rest = msg.as_bytes(policy=_WIRE[False]).split(b"\0text\0")
+    before, rest = msg.as_bytes(policy=WIRE[False]).split(b"\0text\0")
     between, after = rest.split(b"\0html\0")
     return before, between, after
 

@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
+from typing import ClassVar
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
@@ -43,6 +44,17 @@ class Recorder:
     late_reply: dict[str, float] = field(default_factory=dict)  # address -> seconds before "250"
     garbled_reply: dict[str, str] = field(default_factory=dict)  # address -> reply without a code
     lost_replies: list[str] = field(default_factory=list)  # addresses whose "250" never went out
+    # RFC 2920: offered, as real servers do, so the client sends MAIL, RCPT and DATA in one go;
+    # test_smtp.py also runs everything with it off (Recorder.pipelining = False)
+    pipelining: ClassVar[bool] = True
+    pipelined_mails: int = 0  # MAIL commands that came with RCPT and DATA behind them, unanswered
+    data_without_rcpt: bool = False  # answer DATA with 354 even when no recipient was accepted
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001
+        session.host_name = hostname  # what aiosmtpd does itself without this hook
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     def received(self, address: str) -> int:
         """How many copies `address` got."""
@@ -54,6 +66,8 @@ class Recorder:
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: ANN001
         self.mails += 1
+        if bytes(server._reader._buffer).upper().endswith(b"DATA\r\n"):  # here before MAIL's reply
+            self.pipelined_mails += 1
         if self.drop_always or (self.drop_at_mail and self.mails in self.drop_at_mail):
             server.transport.abort()  # a hard hang-up: no reply at all
             return "421 gone"  # never reaches the client
@@ -122,6 +136,8 @@ class CountingSMTP(SMTP):
         if handler.drop_at_data_command and handler.data_commands in handler.drop_at_data_command:
             self.transport.abort()  # before "354": the client never sends the message
             return
+        if handler.data_without_rcpt and not self.envelope.rcpt_tos:
+            self.envelope.rcpt_tos.append("nobody@example.org")  # so aiosmtpd says 354 (wrongly)
         await super().smtp_DATA(arg)
 
 

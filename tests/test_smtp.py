@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import random
 import shutil
+import smtplib
 import ssl
 import subprocess
 import time
@@ -53,6 +55,14 @@ def batch(n: int, start: int = 0) -> list[Personalization]:
     return [person(i) for i in range(start, start + n)]
 
 
+@pytest.fixture(autouse=True, params=[True, False], ids=["pipelined", "in-turn"])
+def pipelining(request, monkeypatch) -> bool:
+    """Every test twice: with the server offering PIPELINING (MAIL, RCPT, DATA in one write), and
+    without it (each command waits for its reply)."""
+    monkeypatch.setattr(Recorder, "pipelining", request.param)
+    return request.param
+
+
 @pytest.fixture
 def provider():
     made: list[SMTPProvider] = []
@@ -78,6 +88,40 @@ def test_five_messages_over_one_connection(serve, provider):
     assert handler.sessions == 1
     expected = [(FROM, [f"r{i}@example.org"]) for i in range(5)]
     assert [(m[0], m[1]) for m in handler.messages] == expected
+
+
+def test_commands_go_in_one_write_when_the_server_offers_pipelining(serve, provider, pipelining):
+    handler = Recorder(refuse_rcpt={"r1@example.org": "550 5.1.1 No such user"})
+    smtp = provider(serve(handler))
+    result = smtp.send(ENVELOPE, batch(4))
+    assert set(result.sent) == {"r0@example.org", "r2@example.org", "r3@example.org"}
+    assert set(result.failed) == {"r1@example.org"} and "550 5.1.1 No such user" in result.failed["r1@example.org"]
+    assert handler.pipelined_mails == (4 if pipelining else 0)
+    assert smtp.connections == 1  # the refusal's DATA reply was read: the dialogue stays in step
+
+
+def test_addresses_are_quoted_as_smtplib_quotes_them():
+    from newsletter.providers.smtp.client import _quote
+
+    rng = random.Random(4)
+    atext, odd = "abcXYZ019.!#$%&'*+/=?^_`{|}~-", "\"()<>,;: []ä@\\"
+    for _ in range(3000):
+        local, domain = ("".join(rng.choice(chars + (odd if rng.random() < 0.2 else ""))
+                                 for _ in range(rng.randint(0, 12))) for chars in (atext, "abc019-.."))
+        address = f"{local}@{domain}" if rng.random() < 0.9 else local
+        assert _quote(address) == smtplib.quoteaddr(address), address
+    assert _quote("reader.1+tag@mail.example.org") == "<reader.1+tag@mail.example.org>"
+
+
+def test_data_accepted_after_a_refused_recipient_is_never_answered_with_a_message(serve, provider):
+    # a server that wrongly says 354 to DATA when no recipient was accepted: whatever the client
+    # sent now would be a message; it hangs up instead, and the next reader gets a fresh connection
+    handler = Recorder(refuse_rcpt={"r1@example.org": "550 5.1.1 No such user"}, data_without_rcpt=True)
+    smtp = provider(serve(handler))
+    result = smtp.send(ENVELOPE, batch(3))
+    assert set(result.sent) == {"r0@example.org", "r2@example.org"} and set(result.failed) == {"r1@example.org"}
+    assert [m[1] for m in handler.messages] == [["r0@example.org"], ["r2@example.org"]]
+    assert smtp.connections == (2 if Recorder.pipelining else 1)  # in turn, DATA is never sent
 
 
 def test_each_message_is_complete_and_personalized(serve, provider):
