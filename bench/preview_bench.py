@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 NODE_MJML = ROOT / ".tools" / "node_modules" / "mjml"
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
+               "--disable-component-update", "--disable-sync", "--no-first-run",
+               "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]  # the email's images: never fetched
 NODE_SCRIPT = """
 const mjml2html = require(process.argv[1]);
 const fs = require('fs');
@@ -164,7 +165,8 @@ def browser_latency(root: Path, issue: Path, saves: int) -> None:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
             page = browser.new_page(viewport={"width": 1300, "height": 900})
-            page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(url) else r.abort())
+            # no page.route() here: it sends every request through this process (~100 ms a save,
+            # measured); the browser itself resolves no host but 127.0.0.1 (LAUNCH_ARGS)
             for _ in range(100):  # the server listens a moment after it prints its address
                 try:
                     page.goto(url)
