@@ -4,6 +4,7 @@
     .venv/bin/python bench/send_bench.py            # full sizes (~2.5 min on 2 cores)
     .venv/bin/python bench/send_bench.py --quick    # sizes / 10 (~20 s), for a smoke run
     .venv/bin/python bench/send_bench.py --keep     # keep the temp project (CSVs, outbox, ledgers)
+    .venv/bin/python bench/send_bench.py --only 1 --only 2   # only the dry run and its memory
 
 One-time setup for the mailmerge comparison (a separate venv, never .venv):
 
@@ -53,7 +54,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
-NEWSLETTER = ROOT / ".venv" / "bin" / "newsletter"
 MAILMERGE_VENV = ROOT / ".tools" / "mailmerge-venv"
 MAILMERGE = MAILMERGE_VENV / "bin" / "mailmerge"
 ISSUE = Path("issues") / "2021-03.yaml"  # relative to the temp project
@@ -65,6 +65,7 @@ RSS_GROWTH_TARGET = 1.5  # peak RSS 1M / 100k
 RSS_LIMIT_MB = 200.0  # peak RSS at 1M
 SECRET = "bench-secret-not-for-production-0123456789"
 
+sys.path.insert(0, str(ROOT))  # this checkout's newsletter (a git worktree has no .venv of its own)
 try:
     import newsletter  # noqa: F401
 except ImportError:
@@ -213,8 +214,8 @@ class Workspace:
 
 
 def newsletter_send(ws: Workspace, n: int, env: dict[str, str], *extra: str) -> Run:
-    cmd = [str(NEWSLETTER), "send", str(ISSUE), "--list", str(ws.csv(n)), *extra]
-    return run(cmd, cwd=ws.project, env=env)
+    """`newsletter send` from this checkout (not whatever the venv's script points at)."""
+    return run(_ours_here(ws, n, env, *extra), cwd=ws.project, env={**env, "PYTHONPATH": str(ROOT)})
 
 
 def dry_run(ws: Workspace, n: int) -> Run:
@@ -366,8 +367,9 @@ def section_dry_run(ws: Workspace, n: int, mm_rows: int) -> None:
     ratio = per / mm_per
     line("ratio ours / mailmerge per recipient (start-up subtracted)",
          f"{ratio:9.4f}   (1/{1 / ratio:.0f}; target <= {RATIO_TARGET:.2f}: {verdict(ratio <= RATIO_TARGET)})")
-    note("note: our dry run validates, de-duplicates, personalizes and lists every reader but builds MIME for")
-    note("3 samples only; mailmerge's dry run renders, parses and prints a whole message per row.")
+    note("note: our dry run validates, de-duplicates and lists every reader and fills their merge fields, but")
+    note("signs links and builds MIME for 3 samples only; mailmerge's dry run renders, parses and prints a")
+    note("whole message per row.")
 
 
 def section_memory(ws: Workspace, small: int, large: int) -> None:
