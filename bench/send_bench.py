@@ -6,6 +6,7 @@
     .venv/bin/python bench/send_bench.py --keep     # keep the temp project (CSVs, outbox, ledgers)
     .venv/bin/python bench/send_bench.py --only 3 --baseline DIR   # SMTP, before (DIR) and after
                                                     # (DIR: `git archive <commit> newsletter | tar -x -C DIR`)
+    .venv/bin/python bench/send_bench.py --only 1 --only 2   # only the dry run and its memory
 
 One-time setup for the mailmerge comparison (a separate venv, never .venv):
 
@@ -233,8 +234,8 @@ class Workspace:
 
 
 def newsletter_send(ws: Workspace, n: int, env: dict[str, str], *extra: str) -> Run:
-    cmd = [str(NEWSLETTER), "send", str(ISSUE), "--list", str(ws.csv(n)), *extra]
-    return run(cmd, cwd=ws.project, env=env)
+    """`newsletter send` from this checkout (not whatever the venv's script points at)."""
+    return run(_ours_here(ws, n, env, *extra), cwd=ws.project, env={**env, "PYTHONPATH": str(ROOT)})
 
 
 def dry_run(ws: Workspace, n: int) -> Run:
@@ -394,8 +395,9 @@ def section_dry_run(ws: Workspace, n: int, mm_rows: int) -> None:
     ratio = per / mm_per
     line("ratio ours / mailmerge per recipient (start-up subtracted)",
          f"{ratio:9.4f}   (1/{1 / ratio:.0f}; target <= {RATIO_TARGET:.2f}: {verdict(ratio <= RATIO_TARGET)})")
-    note("note: our dry run validates, de-duplicates, personalizes and lists every reader but builds MIME for")
-    note("3 samples only; mailmerge's dry run renders, parses and prints a whole message per row.")
+    note("note: our dry run validates, de-duplicates and lists every reader and fills their merge fields, but")
+    note("signs links and builds MIME for 3 samples only; mailmerge's dry run renders, parses and prints a")
+    note("whole message per row.")
 
 
 def section_memory(ws: Workspace, small: int, large: int) -> None:

@@ -30,8 +30,9 @@ def address_key(email: str) -> str:
     The domain is compared case-insensitively; the local part only in A-Z, so that distinct
     mailboxes such as straße@ and strasse@ stay apart (str.casefold() would merge them).
     """
-    if not email.isascii():
-        email = unicodedata.normalize("NFC", email)  # as email-validator normalizes it
+    if email.isascii():  # str.lower() of ASCII text changes A-Z only: the same key, at a fraction of the cost
+        return email.lower()
+    email = unicodedata.normalize("NFC", email)  # as email-validator normalizes it
     local, at, domain = email.rpartition("@")
     if not at:
         return email.translate(_ASCII_LOWER)
@@ -50,12 +51,15 @@ class Address(NamedTuple):
     key: str  # subscribers.address_key(normalized)
 
 
+_new = tuple.__new__  # Address(...) without the named tuple's own __new__, a Python call: once a row
+
+
 @dataclass
 class _Domain:
     """One domain as email-validator normalizes it, and how much it adds to an address's length."""
 
-    domain: str
-    key: str | None  # the domain as address_key writes it, when that needs no Unicode normalization
+    at_domain: str  # "@" and the domain as email-validator normalizes it
+    at_key: str | None  # "@" and the domain as address_key writes it, when that needs no Unicode normalization
     extra: int  # the longest of the three forms email-validator length-checks, minus the local part
 
 
@@ -77,7 +81,8 @@ class AddressValidator:
         else:
             # the original, the normalized and the IDNA-ASCII forms are each checked in UTF-8 bytes
             extra = 1 + max(len(part.encode()), len(info["domain"].encode()), len(info["ascii_domain"]))
-            found = _Domain(info["domain"], info["domain"].lower() if info["domain"].isascii() else None, extra)
+            domain = info["domain"]
+            found = _Domain("@" + domain, "@" + domain.lower() if domain.isascii() else None, extra)
         if len(self.domains) >= _MAX_DOMAINS:
             self.domains.clear()
         self.domains[part] = found
@@ -86,12 +91,14 @@ class AddressValidator:
     def __call__(self, email: str) -> Address:
         """The address as email-validator normalizes it; raises EmailNotValidError with its message."""
         local, at, domain_part = email.partition("@")
-        if (at and domain_part and local.isascii() and local.lower() not in _ROLE_NAMES and DOT_ATOM_TEXT.match(local)):
-            domain = self.domains[domain_part] if domain_part in self.domains else self._domain(domain_part)
+        # str.lower() of ASCII text changes A-Z only: what address_key does to a local part
+        if (at and domain_part and local.isascii() and (lower := local.lower()) not in _ROLE_NAMES
+                and (local.isalnum() or DOT_ATOM_TEXT.match(local))):  # ASCII letters and digits are atext
+            domains = self.domains
+            domain = domains[domain_part] if domain_part in domains else self._domain(domain_part)
             if domain is not None and len(local) + domain.extra <= EMAIL_MAX_LENGTH:
-                normalized = local + "@" + domain.domain
-                if domain.key is None:
-                    return Address(normalized, local, address_key(normalized))
-                return Address(normalized, local, local.translate(_ASCII_LOWER) + "@" + domain.key)
+                normalized = local + domain.at_domain
+                key = lower + domain.at_key if domain.at_key is not None else address_key(normalized)
+                return _new(Address, (normalized, local, key))
         valid = validate_email(email, check_deliverability=False)  # the rare shapes, and every error
         return Address(valid.normalized, valid.local_part, address_key(valid.normalized))

@@ -100,9 +100,9 @@ class Campaign:
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(attempts=self.settings.retry_attempts, backoff=self.settings.retry_backoff)
 
-    def personalizer(self, *, test: bool = False) -> Personalizer:
+    def personalizer(self, *, test: bool = False, whole: int | None = None) -> Personalizer:
         return Personalizer(self.prepared.rendered, self.settings, self.secret, provider=self.provider_name,
-                            test=test)
+                            test=test, whole=whole)
 
     def new_report(self, mode: str, provider: str) -> SendReport:
         r = SendReport(self.stem, str(self.list_path), provider, mode)
@@ -129,8 +129,10 @@ class Campaign:
         write_rendered(self.prepared, self.settings, self.outbox)
         report = self.new_report("dry-run", self.provider_name)
         with self.settings.open_store(create=False) as store:
-            Dispatcher(self.personalizer(), DryRunProvider(self.outbox, samples), store.read_record(self.stem),
-                       report, limit=limit, suppressed=store.suppressions.reasons).run(self.subscribers())
+            # whole messages for the samples only (the first readers); every reader is listed
+            Dispatcher(self.personalizer(whole=samples), DryRunProvider(self.outbox, samples),
+                       store.read_record(self.stem), report, limit=limit,
+                       suppressed=store.suppressions.reasons).run(self.subscribers())
         # what the real provider would make of it: the dry run itself hands over nothing
         report.batches = -(-report.sent // self.batch_size)
         report.requests = 0

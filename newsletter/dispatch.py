@@ -127,6 +127,10 @@ class Selection:
             keys = [s.key for s in chunk]
             states = self.record.states(keys)
             suppressed = self.suppressed(keys)
+            if not states and not suppressed and self.limit is None:  # the usual chunk: all waiting
+                self.taken += len(chunk)
+                yield from chunk
+                continue
             for sub in chunk:
                 state = states.get(sub.key)
                 if sub.key in suppressed:  # left the list since the CSV was written: never mail them
@@ -184,7 +188,7 @@ class Dispatcher:
                 parallel.run(subscribers, todo)
             else:
                 while not self.stop.requested and (chunk := list(islice(todo, self.provider.max_batch))):
-                    self.send_batch([self.personalizer(s) for s in chunk])
+                    self.send_batch(self.personalizer.batch(chunk))
             if self.stop.requested:
                 self.report.interrupted = not (self.report.provider_down or self.report.quota_reached)
                 # count the rest without sending, so the report is whole

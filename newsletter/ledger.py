@@ -82,6 +82,10 @@ class DeliveryRecord:
             lock.__exit__(None, None, None)
 
     def states(self, keys: Iterable[str]) -> dict[str, str]:
+        # before an issue's first send (its dry runs, the send's first batch) nothing is recorded:
+        # one probe of the index, not a look-up of every key (~1/4 of a dry run's store time)
+        if not self.db.execute("SELECT 1 FROM deliveries WHERE issue = ? LIMIT 1", (self.issue,)):
+            return {}
         return dict(self.db.rows_in(
             "SELECT email_key, state FROM deliveries WHERE issue = ? AND email_key IN ({marks})", keys,
             [self.issue]))

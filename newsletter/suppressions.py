@@ -57,6 +57,8 @@ class Suppressions:
 
     def reasons(self, keys: Iterable[str]) -> dict[str, str]:
         """key -> reason for each of `keys` (send-record keys) that is suppressed."""
+        if not self.db.execute("SELECT 1 FROM suppressions LIMIT 1"):  # none yet: nothing to look up
+            return {}
         return dict(self.db.rows_in("SELECT email_key, reason FROM suppressions WHERE email_key IN ({marks})", keys))
 
     def get(self, email: str) -> Suppression | None:

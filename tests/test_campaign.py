@@ -4,8 +4,13 @@ answers a test must choose, e.g. "accepted, then the answer was lost")."""
 
 from __future__ import annotations
 
+import csv
+import email
+import io
 from dataclasses import dataclass, field
+from email import policy
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -15,6 +20,8 @@ from newsletter.dispatch import Dispatcher, RetryPolicy, SendReport
 from newsletter.errors import ConfigError
 from newsletter.ledger import IN_FLIGHT, SENT
 from newsletter.message import BatchResult, Envelope, Personalization
+from newsletter.personalize import verify_unsubscribe_token
+from newsletter.providers.dry_run import csv_safe
 from smtp_server import Recorder
 
 SECRET = "library-test-secret-0123456789abcdef"
@@ -126,3 +133,47 @@ def test_loop_stops_cleanly_when_asked(project: Project, tmp_path: Path) -> None
     provider.send = send_then_stop  # type: ignore[method-assign]
     report = run_loop(c, provider, tmp_path, stop=stop)
     assert report.sent == 2 and report.left_for_later == 4 and report.interrupted
+
+
+def test_dry_run_lists_every_reader_as_csv_writer_would_and_writes_three_whole_samples(project: Project) -> None:
+    """recipients.csv names each reader (one provider batch and more), quoted where csv.writer quotes
+    and with formulas defused; the three samples are whole messages with working unsubscribe links."""
+    names = ["Ann", "Smith, John", 'The "Boss"', "=1+1", "", "Зоя", "-x", "plain"]
+    rows = [(f"r{i}@example.com", names[i % len(names)]) for i in range(1_205)]
+    project.write_issue(SMALL_ISSUE, "2021-03.yaml")
+    out = io.StringIO()
+    csv.writer(out).writerows([("email", "name"), *rows])
+    project.write_list(out.getvalue())
+    settings = load_settings(project.root / "newsletter.toml", env={"NEWSLETTER_SECRET": SECRET})
+    c = Campaign(prepare(project.root / "issues" / "2021-03.yaml", settings), settings, "readers")
+    assert c.dry_run().sent == 1_205
+    want = io.StringIO()
+    csv.writer(want).writerows([("email", "name", "line"),
+                                *[(csv_safe(e), csv_safe(n), i + 2) for i, (e, n) in enumerate(rows)]])
+    assert (c.outbox / "recipients.csv").read_bytes().decode("utf-8") == want.getvalue()
+    samples = sorted(c.outbox.glob("sample-*.eml"))
+    assert len(samples) == 3
+    for path, (address, _) in zip(samples, rows):
+        msg = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+        assert msg["To"].addresses[0].addr_spec == address
+        url = msg["List-Unsubscribe"].split(",")[0].strip("<> ")
+        assert verify_unsubscribe_token(SECRET, address, parse_qs(urlparse(url).query)["token"][0])
+
+
+def test_the_store_is_asked_about_each_issue_and_every_suppression(project: Project) -> None:
+    """Before an issue's first send its record is empty, though another issue's is not; a single
+    suppression in the store is found among a list's readers."""
+    c = campaign(project, n=1_200)
+    assert c.plan().recipients == 1_200  # nothing recorded, nothing suppressed: every reader waits
+    assert c.send(provider=Scripted(max_batch=100), limit=700).sent == 700
+    project.write_issue(SMALL_ISSUE, "2021-04.yaml")
+    settings = c.settings
+    april = Campaign(prepare(project.root / "issues" / "2021-04.yaml", settings), settings, "readers")
+    assert april.plan().recipients == 1_200 and april.plan().report.already_sent == 0
+    plan = c.plan()
+    assert (plan.recipients, plan.report.already_sent) == (500, 700)
+    with open_store(project.root / ".newsletter") as store:
+        store.suppressions.add("r1100@example.com", "unsubscribed", "cli")
+    for each in (c.plan(), april.plan()):
+        assert each.report.suppressed == {"unsubscribed": 1}
+    assert (c.plan().recipients, april.plan().recipients) == (499, 1_199)

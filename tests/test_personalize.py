@@ -152,3 +152,22 @@ def test_token_signer_is_hmac_sha256_for_every_key_length():
             raw = secret.encode("utf-8", "surrogateescape")
             expected = base64.urlsafe_b64encode(hmac.new(raw, email.encode(), hashlib.sha256).digest()[:16])
             assert sign(email) == expected.rstrip(b"=").decode()
+
+
+def test_a_dry_run_fills_every_readers_merge_fields_and_personalizes_its_samples_whole(project):
+    """whole=2: the first two readers (the dry run's samples) get their link and headers; every other
+    reader is listed with the merge fields filled from their own row, as a send would fill them."""
+    base = personalizer(project)
+    subs = [reader(f"r{i}@example.com", f"Reader {i}" if i % 2 else "") for i in range(5)]
+    p = Personalizer(base.rendered, base.settings, "k3y", provider="smtp", whole=2)
+    got = p.batch(subs[:1]) + p.batch(subs[1:])
+    for sub, made in zip(subs[:2], got[:2]):
+        want = base(sub)
+        assert (made.raw, made.escaped, made.headers, made.unsubscribe) == (want.raw, want.escaped, want.headers,
+                                                                            want.unsubscribe)
+    for sub, listed in zip(subs[2:], got[2:]):
+        assert (listed.email, listed.name, listed.line) == (sub.email, sub.name, sub.line)
+        assert listed.raw[1:] == base(sub).raw[1:]  # the merge fields, from this reader's row
+        assert listed.raw[0] == "" and listed.escaped == () and listed.headers == {}  # no message to send
+    assert [x.raw[1:] for x in Personalizer(base.rendered, base.settings, "k3y", provider="smtp").batch(subs)] \
+        == [x.raw[1:] for x in got]  # without `whole`, every reader whole: the same values

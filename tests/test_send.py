@@ -6,6 +6,7 @@ reader exactly once, even when the process is killed, interrupted or the server 
 from __future__ import annotations
 
 import email
+import gc
 import json
 import os
 import re
@@ -64,6 +65,7 @@ d@example.com,Di,bounced
 """)
     r = send(project, env)
     assert r.code == 0, r.output
+    assert gc.get_freeze_count() == 0  # in-process, the command leaves the garbage collector as it was
     assert handler.messages == []
     assert not (project.root / ".newsletter").exists()
     assert "would receive it        2" in r.out

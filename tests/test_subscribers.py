@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import random
+import re
+from pathlib import Path
+
 import pytest
 
 from newsletter.errors import SubscriberListError
-from newsletter.subscribers import SubscriberList, resolve_list
+from newsletter.seen import SeenKeys
+from newsletter.subscribers import SubscriberList, _Lines, _RowTooLong, resolve_list
 
 LIST = """\
 email,name,status,company
@@ -85,3 +91,96 @@ def test_a_list_that_is_not_utf8_is_refused_with_a_hint(project):
     path.write_bytes("email,name\njérôme@example.com,Jérôme\n".encode("latin-1"))
     with pytest.raises(SubscriberListError, match=r"latin1.csv: not UTF-8 .*save the list as UTF-8"):
         list(SubscriberList(path))
+
+
+# --- the reader at list speed: the same rows, the same duplicates -------------------------------
+
+_PIECES = ["a", "b@example.com", "Ann", " ", ",", ",", '"', '""', "\n", "\r\n", "\r", "\t", "\x00", "é", "Я",
+           "=1+1", "x" * 40]
+
+
+def _csv_reader_rows(path: Path) -> list[tuple[int, list[str] | None]]:
+    """What csv.reader alone makes of a list, row by row with each row's first line (None: a row
+    it cannot read): the reference the list's own reading must match."""
+    rows: list[tuple[int, list[str] | None]] = []
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        lines = _Lines(f)
+        reader = csv.reader(lines)
+        lines.begin()
+        next(reader)
+        while True:
+            lines.begin()
+            try:
+                row = next(reader)
+            except StopIteration:
+                return rows
+            except (csv.Error, _RowTooLong):
+                rows.append((lines.start, None))
+                continue
+            rows.append((lines.start, row))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_rows_are_read_exactly_as_csv_reader_reads_them(tmp_path, seed):
+    """A line without a quote is split at its commas without csv.reader: quotes, line breaks inside
+    quotes, CR, CRLF, NUL and blank lines must come out exactly as csv.reader has them, lines included."""
+    rng = random.Random(seed)
+    text = "email,name,note\n" + "".join(rng.choice(_PIECES) for _ in range(400))
+    path = tmp_path / "list.csv"
+    path.write_text(text, encoding="utf-8", newline="")
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        lines = _Lines(f)
+        lines.begin()
+        next(csv.reader(lines))
+        ours = [(start, row) for start, row, _ in lines.rows()]
+    assert ours == _csv_reader_rows(path)
+
+
+def test_duplicates_are_found_across_batches_whatever_lies_between(tmp_path):
+    """Each duplicate names the line of the first row with its address, also thousands of rows
+    later, whether the rows between are consecutive or broken by blank, invalid or quoted rows."""
+    rng = random.Random(7)
+    lines_out, first_line, want_dups, line = ["email,name"], {}, [], 1
+    for i in range(5_000):
+        who = rng.randrange(3_000)
+        kind = rng.random() if i >= 2_500 else 1.0  # 2,500 rows on consecutive lines, then a mix
+        line += 1
+        if kind < 0.02:
+            lines_out.append("")  # blank: not a reader
+            continue
+        address = f"Reader{who}@Example.com" if rng.random() < 0.5 else f"reader{who}@example.com"
+        if kind < 0.04:
+            lines_out.append(f"not-an-address-{i},X")
+            continue
+        if kind < 0.06:  # a value over two lines: refused (not one line of text), and one line more
+            lines_out.append(f'{address},"Two\nlines"')
+            line += 1
+            continue
+        lines_out.append(f'{address},"R, {i}"' if kind < 0.1 else f"{address},R {i}")  # quoted or not
+        key = f"reader{who}@example.com"
+        if key in first_line:
+            want_dups.append((line, first_line[key]))
+        else:
+            first_line[key] = line
+    path = tmp_path / "list.csv"
+    path.write_text("\n".join(lines_out) + "\n", encoding="utf-8")
+    subs = SubscriberList(path)
+    got = list(subs)
+    assert [(p.line, int(re.search(r"duplicates line (\d+)", p.message).group(1))) for p in subs.duplicates] \
+        == want_dups
+    assert [s.line for s in got] == sorted(first_line.values())
+    assert subs.rows == len(got) + len(subs.invalid) + len(subs.duplicates)
+
+
+def test_seen_keys_agree_with_or_without_sqlite_json():
+    """Batches on consecutive lines go to SQLite as one JSON array: the same answers as one row at
+    a time, a key with a NUL character included."""
+    batches = [[("a", 2), ("b", 3), ("a", 4)], [("b", 5), ("c", 7), ("a\x00", 8), ("a", 9)],
+               [("a\x00", 10), ("a", 11), ("d", 12)], [("d", 13), ("e", 14)]]
+    answers = []
+    for use_json in (True, False):
+        seen = SeenKeys()
+        seen._json = seen._json and use_json
+        answers.append([seen.add(b) for b in batches])
+        seen.close()
+    assert answers[0] == answers[1] == [{4: 2}, {5: 3, 9: 2}, {10: 8, 11: 2}, {13: 12}]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,12 +54,25 @@ def send(ctx: _Context, issue: Path, list_spec: str, really: bool, yes: bool, te
     if prepared.errors and (really or test):
         err.print("✗ `newsletter check` finds errors: nothing was sent; fix them and run again", style="bold red")
         raise SystemExit(EXIT_INVALID)
-    if test:
-        raise SystemExit(_test_send(campaign))
-    if not really:
-        code = _dry_run(campaign, issue, list_spec, limit)
-        raise SystemExit(EXIT_INVALID if prepared.errors else code)
-    raise SystemExit(_real_send(campaign, yes, limit, resend_unknown, worker))
+    with _start_up_kept():
+        if test:
+            raise SystemExit(_test_send(campaign))
+        if not really:
+            code = _dry_run(campaign, issue, list_spec, limit)
+            raise SystemExit(EXIT_INVALID if prepared.errors else code)
+        raise SystemExit(_real_send(campaign, yes, limit, resend_unknown, worker))
+
+
+@contextmanager
+def _start_up_kept() -> Iterator[None]:
+    """Keep the garbage collector's full passes off what start-up made (the imports, the rendered
+    issue: it lives to the end) while the list streams. Each reader's objects outlive a batch, so a
+    million readers set off ~30 full passes, and each walked all of start-up again: ~2.5 s."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _test_send(campaign: Campaign) -> int:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import re
 from pathlib import Path
 
@@ -22,6 +23,21 @@ def csv_safe(cell: object) -> object:
     return cell
 
 
+def _row(email: str, name: str, line: int) -> str:
+    """One line of recipients.csv, as csv.writer writes it (QUOTE_MINIMAL, CRLF). csv.writer looks
+    at every character of every cell: for the usual row, with nothing to quote, that is a third of
+    the dry run's work per reader, so the row is joined here and only a row that needs quoting
+    (a comma, a quote or a line break in a cell) goes through csv.writer."""
+    if email.startswith(FORMULA_STARTS) or name.startswith(FORMULA_STARTS):
+        email, name = csv_safe(email), csv_safe(name)
+    both = email + name
+    if "," in both or '"' in both or "\n" in both or "\r" in both:  # what csv.writer quotes (excel)
+        out = io.StringIO()
+        csv.writer(out).writerow([email, name, line])
+        return out.getvalue()
+    return f"{email},{name},{line}\r\n"
+
+
 class DryRunProvider:
     name = "dry-run"
     max_batch = 1000
@@ -38,18 +54,17 @@ class DryRunProvider:
         self._csv.writerow(["email", "name", "line"])
 
     def send(self, envelope: Envelope, batch: list[Personalization]) -> BatchResult:
-        result = BatchResult()
-        for p in batch:
-            self._csv.writerow([csv_safe(p.email), csv_safe(p.name), p.line])
-            if self.written < self.samples:
-                self.written += 1
-                safe = re.sub(r"[^\w.@-]+", "_", p.email)
-                path = self.outbox / f"sample-{self.written}-{safe}.eml"
-                # as SMTP sends it: a non-ASCII address travels as UTF-8 (SMTPUTF8)
-                utf8 = not (envelope.from_email + p.email).isascii()
-                path.write_bytes(build_message(envelope, p).as_bytes(policy=_UTF8 if utf8 else None))
-            result.sent[p.email] = "dry-run"
-        return result
+        """List the batch in recipients.csv; the first `samples` readers of the run (who must be
+        personalized whole, see Personalizer.whole) are also written as .eml files."""
+        self._file.write("".join([_row(p.email, p.name, p.line) for p in batch]))
+        for p in batch[:max(0, self.samples - self.written)]:
+            self.written += 1
+            safe = re.sub(r"[^\w.@-]+", "_", p.email)
+            path = self.outbox / f"sample-{self.written}-{safe}.eml"
+            # as SMTP sends it: a non-ASCII address travels as UTF-8 (SMTPUTF8)
+            utf8 = not (envelope.from_email + p.email).isascii()
+            path.write_bytes(build_message(envelope, p).as_bytes(policy=_UTF8 if utf8 else None))
+        return BatchResult(sent=dict.fromkeys([p.email for p in batch], "dry-run"))
 
     def close(self) -> None:
         self._file.close()
