@@ -17,7 +17,9 @@ a temporary copy of the project (newsletter.toml, templates/, issues/), so outbo
 land there. Subscriber lists are generated: `email,name,company` = userN@example.com, "Имя N", a
 company. Per-recipient costs subtract the wall time of a 1-recipient run (start-up, render, checks).
 Peak memory is each process's own ru_maxrss, read with os.wait4() on that one child (the same figure
-as /usr/bin/time -v's "Maximum resident set size"), so no measurement sees another's.
+as /usr/bin/time -v's "Maximum resident set size"), so no measurement sees another's. A child starts
+with this process's peak as its own (Linux keeps it across exec), so this process stays small: it
+never renders an issue itself (the mailmerge template is written by a child too).
 
 Sections and targets:
   1. Dry run to 100,000 subscribers: wall time, time per recipient; mailmerge --dry-run on 2,000 rows
@@ -273,6 +275,18 @@ def _jinja_string(s: str) -> str:
 
 
 def write_mailmerge_files(ws: Workspace, smtp_port: int, *, html_only: bool = False) -> tuple[Path, Path, dict[str, int]]:
+    """mailmerge_template.txt and mailmerge_server.conf (see _write_mailmerge_files), written by a
+    child process: rendering here would grow this process, and a process started from it afterwards
+    starts with this one's peak RSS as its own ru_maxrss (Linux keeps it across exec), which section
+    2 would then report as the dry run's."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--mailmerge-files", str(ws.dir), str(ws.project),
+           str(smtp_port), "html" if html_only else "both"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=base_env(PYTHONPATH=str(ROOT)))
+    written = json.loads(done.stdout)
+    return Path(written["template"]), Path(written["config"]), written["sizes"]
+
+
+def _write_mailmerge_files(ws: Workspace, smtp_port: int, *, html_only: bool = False) -> tuple[Path, Path, dict[str, int]]:
     """mailmerge_template.txt carrying the very body we send (HTML + text from the same render, the
     merge fields as Jinja over the row), and mailmerge_server.conf (plain SMTP, no auth). html_only:
     mailmerge_template_html.txt, the HTML part alone (mailmerge parses a multipart message's HTML
@@ -784,7 +798,15 @@ def main() -> int:
                          "commit), interleaved with this checkout's: before and after in one session")
     ap.add_argument("--substitute-headers", action="store_true",
                     help="section 4 also with [sendgrid] substitute_headers = true (List-Unsubscribe shared)")
+    ap.add_argument("--mailmerge-files", nargs=4, metavar=("DIR", "PROJECT", "PORT", "PARTS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.mailmerge_files:  # the child of write_mailmerge_files
+        ws = object.__new__(Workspace)
+        ws.dir, ws.project = Path(args.mailmerge_files[0]), Path(args.mailmerge_files[1])
+        template, config, sizes = _write_mailmerge_files(ws, int(args.mailmerge_files[2]),
+                                                         html_only=args.mailmerge_files[3] == "html")
+        print(json.dumps({"template": str(template), "config": str(config), "sizes": sizes}))
+        return 0
     div = 10 if args.quick else 1
     sizes = {
         "dry": 100_000 // div, "mm_rows": 2_000 // div,
