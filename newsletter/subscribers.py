@@ -333,10 +333,10 @@ class SubscriberList:
                     row = [v.strip() for v in row]
                     status = (row[i_status] if i_status is not None else "") or "subscribed"
                     if status != "subscribed":
-                        status = status.lower()
+                        written, status = status, status.lower()
                         if status not in STATUSES:
                             self.invalid.append(self._problem(
-                                start, f"status {row[i_status]!r} is not one of {', '.join(STATUSES)}"))
+                                start, f"status {written!r} is not one of {', '.join(STATUSES)}"))
                             continue
                     try:
                         valid = check(row[i_email])

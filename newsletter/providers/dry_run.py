@@ -29,7 +29,7 @@ def _row(email: str, name: str, line: int) -> str:
     the dry run's work per reader, so the row is joined here and only a row that needs quoting
     (a comma, a quote or a line break in a cell) goes through csv.writer."""
     if email.startswith(FORMULA_STARTS) or name.startswith(FORMULA_STARTS):
-        email, name = csv_safe(email), csv_safe(name)
+        email, name = str(csv_safe(email)), str(csv_safe(name))
     both = email + name
     if "," in both or '"' in both or "\n" in both or "\r" in both:  # what csv.writer quotes (excel)
         out = io.StringIO()
