@@ -91,7 +91,7 @@ class Personalizer:
         """A reader as a dry run lists them: address, name, line, and the merge fields filled from
         their row, as for a send (a value that cannot be made fails here too). Not a message to send:
         no unsubscribe link (slot 0 is empty), no headers, no HTML-escaped values."""
-        return Personalization(sub.email, sub.name, ("", *self._values(sub.fields)), (), {}, sub.line)
+        return Personalization(sub.email, sub.name, ("",) + self._values(sub.fields), (), {}, sub.line)
 
     def batch(self, subs: list[Subscriber]) -> list[Personalization]:
         """`[self(sub) for sub in subs]`, with the listed readers made without a call through it
@@ -161,19 +161,22 @@ class Personalizer:
         return self.headers(url, address)
 
 
-def _values_of(evaluators: list[Callable[[Mapping[str, str]], str]]) -> Callable[[Mapping[str, str]], list[str]]:
+Fields = Mapping[str, str]
+
+
+def _values_of(evaluators: list[Callable[[Fields], str]]) -> Callable[[Fields], tuple[str, ...]]:
     """One function from a reader's fields to the merge fields' values, in slot order. Called once per
-    reader: an issue has one merge field or two, and a list comprehension would make a function
-    object on every call."""
+    reader: an issue has one merge field or two, and a comprehension would make a function object
+    on every call."""
     if len(evaluators) == 1:
         (only,) = evaluators
-        return lambda fields: [only(fields)]
+        return lambda fields: (only(fields),)
 
-    def values(fields: Mapping[str, str]) -> list[str]:
+    def values(fields: Fields) -> tuple[str, ...]:
         out = []
         for evaluate in evaluators:
             out.append(evaluate(fields))
-        return out
+        return tuple(out)
 
     return values
 
