@@ -34,6 +34,10 @@ Sections and targets:
      mailmerge, a report).
   4. SendGrid to a local stand-in (http.server answering 202 on POST /v3/mail/send): requests and
      bytes per 100,000 recipients, and the time (no target, a report).
+  5. SMTP to smtp-sink, 10,000 recipients, [smtp] connections = 1 against 4.
+  6. 4 `--worker` processes sharing one PostgreSQL record (tests/pg_server.py starts a throwaway
+     cluster), 100,000 recipients: the total time to smtp-sink, then again to bench/count_sink.py,
+     which counts the copies each recipient got (target: 0 second copies).
 --quick divides the sizes by 10 (the targets are then only indicative).
 
 It is a report: the exit code is 0 whatever the figures. Standard library only (plus .venv).
@@ -741,8 +745,29 @@ def section_smtp_sink(ws: Workspace, n: int, rounds: int = 2) -> None:
         sink.close()
 
 
+class _CountingSink:
+    """bench/count_sink.py in its own process: who got how many copies, told when it stops."""
+
+    def __init__(self, report: Path) -> None:
+        self.port, self.report = free_port(), report
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "count_sink.py"), str(self.port),
+                                      str(report)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not wait_for_port(self.port):
+            self.proc.kill()
+            raise RuntimeError(f"count_sink.py did not start listening on 127.0.0.1:{self.port}")
+
+    def cpu(self) -> float:
+        return _process_cpu(self.proc.pid)
+
+    def close(self) -> dict[str, int]:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        return json.loads(self.report.read_text()) if self.report.exists() else {}
+
+
 def section_workers(ws: Workspace, n: int, workers: int = 4) -> None:
-    header(f"6. {workers} `--worker` processes, one PostgreSQL record, {n:,} recipients to smtp-sink")
+    header(f"6. {workers} `--worker` processes, one PostgreSQL record, {n:,} recipients: to smtp-sink, then to "
+           "a counting sink")
     sys.path.insert(0, str(ROOT / "tests"))
     try:
         import pg_server
@@ -752,35 +777,55 @@ def section_workers(ws: Workspace, n: int, workers: int = 4) -> None:
     if not pg_server.available() or not Path(SMTP_SINK).exists():
         note("SKIPPED: needs PostgreSQL 15 (Debian) and smtp-sink")
         return
-    cluster = pg_server.PostgresCluster().start()
-    sink = _PostfixSink()
-    try:
-        url = cluster.new_database()
-        env = base_env(PYTHONPATH=str(ROOT), NEWSLETTER_SMTP_HOST="127.0.0.1", NEWSLETTER_SMTP_PORT=str(sink.port),
-                       NEWSLETTER_SMTP_SECURITY="none", NEWSLETTER_DATABASE_URL=url,
-                       NEWSLETTER_SMTP_CONNECTIONS=os.environ.get("BENCH_WORKER_CONNECTIONS", "2"))
-        cmd = _ours_here(ws, n, env, "--send", "--yes", "--provider", "smtp", "--worker")
-        ws.csv(n)
-        t0 = time.perf_counter()
-        procs = [subprocess.Popen(cmd, cwd=ws.project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True) for _ in range(workers)]
-        outs = [p.communicate() for p in procs]
-        wall = time.perf_counter() - t0
-        if any(p.returncode for p in procs):
-            raise RuntimeError(f"a worker failed: {[p.returncode for p in procs]} {outs[0][1][-500:]}")
-        import psycopg
+    import psycopg
 
-        with psycopg.connect(url) as conn:
-            states = dict(conn.execute("SELECT state, count(*) FROM deliveries GROUP BY state").fetchall())
-            most = conn.execute("SELECT max(attempts) FROM deliveries").fetchone()[0]
-        sent = [int(m.group(1).replace(",", "")) for out, _ in outs if (m := re.search(r"done: ([\d,]+) sent", out))]
-        line(f"{workers} workers x {env['NEWSLETTER_SMTP_CONNECTIONS']} connections: total wall time", secs(wall))
-        line("  messages per second, all workers together", f"{n / wall:9.0f} /s")
-        line("  sent per worker (their reports)", " + ".join(map(str, sent)) + f" = {sum(sent):,}")
-        line("  send record: states", ", ".join(f"{k} {v:,}" for k, v in states.items()))
-        line("  most hand-overs of one reader (1 = nobody twice)", f"{most}")
+    connections = os.environ.get("BENCH_WORKER_CONNECTIONS", "2")
+    note(f"each worker: [smtp] connections = {connections} (BENCH_WORKER_CONNECTIONS); all on this machine's "
+         f"{os.cpu_count()} cores, with the server and PostgreSQL")
+    ws.csv(n)
+    cluster = pg_server.PostgresCluster().start()
+    try:
+        for label in ("smtp-sink", "counting sink"):
+            sink: _PostfixSink | _CountingSink = (
+                _PostfixSink() if label == "smtp-sink" else _CountingSink(ws.dir / "count-sink.json"))
+            counted: dict[str, int] = {}
+            try:
+                url = cluster.new_database()
+                env = base_env(PYTHONPATH=str(ROOT), NEWSLETTER_SMTP_HOST="127.0.0.1",
+                               NEWSLETTER_SMTP_PORT=str(sink.port), NEWSLETTER_SMTP_SECURITY="none",
+                               NEWSLETTER_DATABASE_URL=url, NEWSLETTER_SMTP_CONNECTIONS=connections)
+                cmd = _ours_here(ws, n, env, "--send", "--yes", "--provider", "smtp", "--worker")
+                cpu0 = sink.cpu()
+                t0 = time.perf_counter()
+                procs = [subprocess.Popen(cmd, cwd=ws.project, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True) for _ in range(workers)]
+                outs = [p.communicate() for p in procs]
+                wall = time.perf_counter() - t0
+                sink_cpu = sink.cpu() - cpu0
+            finally:
+                result = sink.close()
+                if isinstance(result, dict):
+                    counted = result
+            if any(p.returncode for p in procs):
+                raise RuntimeError(f"a worker failed: {[p.returncode for p in procs]} {outs[0][1][-500:]}")
+            with psycopg.connect(url) as conn:
+                states = dict(conn.execute("SELECT state, count(*) FROM deliveries GROUP BY state").fetchall())
+                most = conn.execute("SELECT max(attempts) FROM deliveries").fetchone()[0]
+            sent = [int(m.group(1).replace(",", "")) for out, _ in outs
+                    if (m := re.search(r"done: ([\d,]+) sent", out))]
+            line(f"{label}: {workers} workers x {connections} connections, total wall time", secs(wall))
+            line("  messages per second, all workers together", f"{n / wall:9.0f} /s")
+            if sink_cpu >= 0:
+                line("  the server's CPU per message", us(sink_cpu / n))
+            line("  sent per worker (their reports)", " + ".join(f"{k:,}" for k in sent) + f" = {sum(sent):,}")
+            line("  send record: states", ", ".join(f"{k} {v:,}" for k, v in states.items()))
+            line("  most hand-overs of one reader (1 = nobody twice)", f"{most}")
+            if counted:
+                line("  the server counted: messages / distinct recipients",
+                     f"{counted['messages']:,} / {counted['distinct']:,}")
+                line("  the server counted: second copies (target 0)",
+                     f"{counted['second_copies']:9,}  ({verdict(counted['second_copies'] == 0 and counted['distinct'] == n)})")
     finally:
-        sink.close()
         cluster.stop()
 
 
@@ -811,7 +856,7 @@ def main() -> int:
     sizes = {
         "dry": 100_000 // div, "mm_rows": 2_000 // div,
         "mem_small": 100_000 // div, "mem_large": 1_000_000 // div,
-        "smtp": 2_000 // div, "sendgrid": 100_000 // div, "sink": 10_000 // div, "workers": 20_000 // div,
+        "smtp": 2_000 // div, "sendgrid": 100_000 // div, "sink": 10_000 // div, "workers": 100_000 // div,
     }
 
     rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
