@@ -47,6 +47,7 @@ A section whose tool is missing (mailmerge venv, aiosmtpd) is skipped with a hin
 from __future__ import annotations
 
 import argparse
+import gzip
 import http.server
 import json
 import os
@@ -618,8 +619,10 @@ class _SendGridStandIn:
                 with lock:
                     if ok:
                         stats["requests"] += 1
-                        stats["bytes"] += len(body)
+                        stats["bytes"] += len(body)  # as sent: compressed with [sendgrid] compress
                         stats["sizes"].append(len(body))
+                        if self.headers.get("Content-Encoding") == "gzip":
+                            body = gzip.decompress(body)
                         stats["recipients"] += body.count(b'"to":[')
                     else:
                         stats["bad"] += 1
@@ -644,9 +647,10 @@ class _SendGridStandIn:
         self.server.server_close()
 
 
-def section_sendgrid(ws: Workspace, n: int, substitute_headers: bool = False) -> None:
+def section_sendgrid(ws: Workspace, n: int, substitute_headers: bool = False, compress: bool = False) -> None:
     header(f"4. SendGrid to a local stand-in: {n:,} recipients"
-           + (" (substitute_headers = true)" if substitute_headers else ""))
+           + (" (substitute_headers = true)" if substitute_headers else "")
+           + (" (compress = true: gzip)" if compress else ""))
     standin = _SendGridStandIn()
     try:
         note(f"stand-in: http.server thread on 127.0.0.1:{standin.port}, 202 to POST /v3/mail/send")
@@ -655,7 +659,8 @@ def section_sendgrid(ws: Workspace, n: int, substitute_headers: bool = False) ->
             standin.reset()
             env = base_env(SENDGRID_API_URL=f"http://127.0.0.1:{standin.port}", SENDGRID_API_KEY="SG.bench",
                            NEWSLETTER_STATE_DIR=str(ws.fresh_state(f"sendgrid{k}")),
-                           **({"SENDGRID_SUBSTITUTE_HEADERS": "true"} if substitute_headers else {}))
+                           **({"SENDGRID_SUBSTITUTE_HEADERS": "true"} if substitute_headers else {}),
+                           **({"SENDGRID_COMPRESS": "true"} if compress else {}))
             r = checked(newsletter_send(ws, k, env, "--send", "--yes", "--provider", "sendgrid"),
                         f"newsletter send --provider sendgrid ({k:,})")
             report = json.loads((ws.project / "outbox" / ISSUE.stem / "report-send.json").read_text("utf-8"))
@@ -843,6 +848,8 @@ def main() -> int:
                          "commit), interleaved with this checkout's: before and after in one session")
     ap.add_argument("--substitute-headers", action="store_true",
                     help="section 4 also with [sendgrid] substitute_headers = true (List-Unsubscribe shared)")
+    ap.add_argument("--compress", action="store_true",
+                    help="section 4 also with [sendgrid] compress = true (gzip-compressed requests)")
     ap.add_argument("--mailmerge-files", nargs=4, metavar=("DIR", "PROJECT", "PORT", "PARTS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.mailmerge_files:  # the child of write_mailmerge_files
@@ -880,6 +887,7 @@ def main() -> int:
         (6, lambda: section_workers(ws, sizes["workers"])),
         *([(4, lambda: section_sendgrid(ws, sizes["sendgrid"], substitute_headers=True))]
           if args.substitute_headers else []),
+        *([(4, lambda: section_sendgrid(ws, sizes["sendgrid"], compress=True))] if args.compress else []),
     ]
     try:
         for number, fn in sections:

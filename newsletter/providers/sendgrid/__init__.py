@@ -24,6 +24,10 @@ class SendGridSettings(BaseModel):
     # reply-to and content only, so this stays off until a real account shows the header arriving
     # filled in: look at a delivered message's List-Unsubscribe before turning it on.
     substitute_headers: bool = False
+    # gzip the request body (Content-Encoding: gzip, in SendGrid's spec): ~9x smaller requests (the
+    # example issue, 1000 readers: 502 kB -> 56 kB). SendGrid turns it on per account, on request
+    # to its support; an account without it refuses every request, so it is off by default.
+    compress: bool = False
 
 
 SPEC = ProviderSpec(
@@ -31,7 +35,7 @@ SPEC = ProviderSpec(
     settings=SendGridSettings,
     client=".sendgrid.client:SendGridProvider",
     env={"SENDGRID_API_KEY": "api_key", "SENDGRID_API_URL": "api_url",
-         "SENDGRID_SUBSTITUTE_HEADERS": "substitute_headers"},
+         "SENDGRID_SUBSTITUTE_HEADERS": "substitute_headers", "SENDGRID_COMPRESS": "compress"},
     secrets=frozenset({"api_key"}),
     batch_size=lambda settings: settings.batch_size,
     utf8_local_parts=False,  # SendGrid refuses addresses with a non-ASCII local part

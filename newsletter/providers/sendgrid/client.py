@@ -3,6 +3,7 @@ and each recipient's values as SendGrid substitutions (example issue, 1000 reade
 
 from __future__ import annotations
 
+import gzip
 import html as html_lib
 import http.client
 import json
@@ -27,6 +28,20 @@ MAX_CATEGORIES = 10  # SendGrid rejects more
 # An explicit charset makes python_http_client send our str as-is (.encode("utf-8")) instead of
 # re-serializing it with json.dumps' default ensure_ascii: \uXXXX is 6 bytes for a 2-byte letter.
 CONTENT_TYPE = "application/json; charset=utf-8"
+
+GZIP_LEVEL = 6  # zlib's default: 1000 readers of the example in ~4 ms; 9 saves 2 % more for 3x the time
+
+
+class _Encoded:
+    """A body python_http_client sends as it is: it calls .encode("utf-8") on the body it is given
+    (when the Content-Type is not exactly application/json), which for this one returns the bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def encode(self, encoding: str = "utf-8") -> bytes:
+        return self._data
+
 
 # Its DEBUG lines carry the Authorization header (our API key) and whole request bodies.
 logging.getLogger("python_http_client.client").setLevel(logging.INFO)
@@ -54,6 +69,9 @@ class SendGridProvider:
         self._substitute_headers = settings.substitute_headers
         self._client = SendGridAPIClient(settings.api_key, host=self.api_url).client
         self._client.request_headers["Content-Type"] = CONTENT_TYPE
+        self._compress = settings.compress
+        if settings.compress:
+            self._client.request_headers["Content-Encoding"] = "gzip"
 
     def __repr__(self) -> str:  # never show the key
         return f"SendGridProvider(api_url={self.api_url!r}, max_batch={self.max_batch})"
@@ -79,7 +97,9 @@ class SendGridProvider:
     def _post(self, envelope: Envelope, batch: list[Personalization], result: BatchResult) -> None:
         """One request for `batch`; on 413 (too large: nothing was sent) the two halves in turn."""
         emails = [p.email for p in batch]
-        body = json.dumps(self.body(envelope, batch), ensure_ascii=False, separators=(",", ":"))
+        body: str | _Encoded = json.dumps(self.body(envelope, batch), ensure_ascii=False, separators=(",", ":"))
+        if self._compress:
+            body = _Encoded(gzip.compress(body.encode("utf-8"), GZIP_LEVEL, mtime=0))
         try:
             response = self._client.mail.send.post(request_body=body, timeout=TIMEOUT)
         except HTTPError as e:  # python_http_client raises for every status >= 400
@@ -210,6 +230,9 @@ class SendGridProvider:
         message = f"{status} {phrase}: {detail}" if detail else f"{status} {phrase}"
         if status in (401, 403):
             message += "; check SENDGRID_API_KEY (a valid key with Mail Send permission)"
+        elif status in (400, 415) and self._compress:
+            message += ("; the request was gzip-compressed ([sendgrid] compress = true): unless SendGrid "
+                        "has turned compression on for this account, set compress = false")
         elif status == 413:  # only a single reader gets here: larger batches are split first
             message += ("; SendGrid refused the message as too large even for one reader (at most "
                         "30 MB a request): make the issue smaller")
