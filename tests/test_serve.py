@@ -117,6 +117,28 @@ def test_the_page_speaks_the_newsletters_language(project: Project) -> None:
         assert "Ссылка не работает" in client.get(link(token="x" * 22)).text
 
 
+def test_a_broken_labels_toml_never_takes_the_pages_down(project: Project, caplog: pytest.LogCaptureFixture) -> None:
+    """The service re-reads labels.toml while it runs: an editor's typo (or a save half done) is
+    logged, and the pages keep answering with the last good labels, else the built-in ones."""
+    labels = project.root / "templates" / "labels.toml"
+    labels.parent.mkdir(exist_ok=True)
+    labels.write_text('[en]\nunsubscribe_title = "Leave {name\n')  # an unclosed string
+    with service(project, {"NEWSLETTER_SECRET": SECRET}) as (client, settings):
+        r = client.get(link())
+        assert r.status_code == 200 and "<title>Unsubscribe from Test Digest</title>" in r.text  # built in
+        assert "labels.toml" in caplog.text and "fix the TOML syntax" in caplog.text
+        labels.write_text('[en]\nunsubscribe_title = "Leave {name}"\n')
+        os.utime(labels, (time.time() + 5, time.time() + 5))
+        assert "<title>Leave Test Digest</title>" in client.get(link()).text
+        labels.write_bytes(b'[en]\nunsubscribe_title = "\xff"\n')  # not UTF-8
+        os.utime(labels, (time.time() + 10, time.time() + 10))
+        r = client.post(link(), **ONE_CLICK)
+        assert r.status_code == 200 and "You are unsubscribed" in r.text
+        assert "<title>Leave Test Digest</title>" in client.get(link()).text  # the last good labels
+        assert client.get(link(token="A" * 22)).status_code == 400
+        assert suppressions(settings) == [(ANN, "unsubscribed", "one-click", None)]
+
+
 def test_one_click_and_button_both_unsubscribe_idempotently(project: Project, env: dict[str, str]) -> None:
     with service(project, env) as (client, settings):
         # RFC 8058: a mailbox provider POSTs List-Unsubscribe=One-Click; no cookies, no login
