@@ -349,6 +349,27 @@ def test_bad_deliveries(project: Project) -> None:
         assert client.post("/webhooks/sendgrid", content=b"\xff\xfe").status_code == 400
         assert client.get("/webhooks/sendgrid").status_code == 405
         assert client.post("/webhooks/sendgrid", json=[]).json()["received"] == 0
+        # nested deeper than Python's stack: a 400, not a RecursionError's 500
+        assert client.post("/webhooks/sendgrid", content=b"[" * 100_000 + b"]" * 100_000).status_code == 400
+        assert client.post("/webhooks/sendgrid", content=b'[{"a":' * 50_000 + b"1" + b"}]" * 50_000).status_code == 400
+
+
+def test_text_a_store_cannot_keep_does_not_poison_a_delivery(project: Project, env: dict[str, str]) -> None:
+    """JSON can carry NUL (PostgreSQL refuses it) and lone surrogates (not UTF-8: neither store takes
+    them). An event with one where it matters is skipped; elsewhere the character is replaced. The
+    rest of the delivery is kept, instead of a 503 that SendGrid would retry until it gives up."""
+    body = (b'[{"sg_event_id": "n1", "event": "bounce", "email": "nul\\u0000@example.com"},'
+            b' {"sg_event_id": "n2\\ud800", "event": "bounce", "email": "lone@example.com"},'
+            b' {"sg_event_id": "n3", "event": "bounce", "email": "real@example.com", "issue": "2021-03\\u0000",'
+            b'  "reason": "550 \\u0000 \\udc00 no such user"},'
+            b' {"sg_event_id": "n4", "event": "open", "email": "o@example.com", "category": ["x\\ud800"]}]')
+    with service(project, env) as (client, settings):
+        r = client.post("/webhooks/sendgrid", content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 200 and r.json() == {"received": 4, "new": 2, "repeats": 0, "skipped": 2}
+        with settings.open_store() as store:
+            real = store.suppressions.get("real@example.com")
+            assert real and real.issue == "2021-03\ufffd" and real.detail == "sendgrid bounce: 550 \ufffd \ufffd no such user"
+            assert store.suppressions.count() == {"bounced": 1}
 
 
 # --- limits, health, logs, the archive -------------------------------------------------------------
