@@ -463,6 +463,30 @@ def test_no_token_address_or_key_in_the_logs(project: Project, caplog: pytest.Lo
     assert record.getMessage() == '1.2.3.4:5 - "POST /unsubscribe?email=…&token=… HTTP/1.1" 200'
 
 
+FORGED = "\n2026-01-01 00:00:00,000 INFO newsletter.web: unsubscribed (one-click)\x1b[31m\x9b2J\u2028"
+
+
+def test_nothing_a_client_sends_can_forge_a_log_line(project: Project, caplog: pytest.LogCaptureFixture) -> None:
+    """A path is logged percent-decoded, and an event id or an issue as sent: a line break in one
+    would start a line of the attacker's making, an escape sequence would drive the terminal."""
+    caplog.set_level(logging.INFO)
+    with service(project, {"NEWSLETTER_SECRET": SECRET}) as (client, settings):
+        client.get("/x" + quote(FORGED) + "y" * 5000)
+        client.get("/healthz?" + quote(FORGED, safe="") + "=1")
+        client.post(link(issue="2021-03" + FORGED.replace("\n", "")), **ONE_CLICK)
+        client.post("/webhooks/sendgrid", json=[{"sg_event_id": "e" + FORGED}])
+        # an issue with a control character (C1 and U+2028 too) is not an issue's name: left out
+        assert suppressions(settings) == [(ANN, "unsubscribed", "one-click", None)]
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("newsletter")]
+    assert len(lines) >= 6
+    for line in lines:
+        assert not re.search("[\x00-\x1f\x7f-\x9f\u2028\u2029]", line), line
+        assert len(line) < 1000, line
+    text = "\n".join(lines)
+    assert "/x\\n2026-01-01" in text and "\\x1b[31m\\x9b2J\\u2028" in text and "…" in text
+    assert "sg_event_id e\\n2026-01-01" in text
+
+
 def test_the_archive_is_served_under_the_view_online_path(project: Project) -> None:
     cfg = project.root / "newsletter.toml"
     cfg.write_text(cfg.read_text().replace(

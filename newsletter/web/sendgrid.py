@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import ConfigError
 from .body import read_body
+from .logline import printable
 from .store import StoreThreads, one_transaction
 
 log = logging.getLogger("newsletter.web")
@@ -140,7 +141,7 @@ class SendGridWebhook:
                 skipped += 1
                 event_id = item.get("sg_event_id") if isinstance(item, dict) else None
                 log.warning("SendGrid webhook: event %d of %d skipped (%s)%s", i + 1, len(items), e,
-                            f": sg_event_id {str(event_id)[:200]}" if event_id else "")
+                            f": sg_event_id {printable(str(event_id), 200)}" if event_id else "")
         try:
             kept, suppressed = await self.store.run(lambda store: keep(store, events))
         except Exception as e:  # noqa: BLE001 - a 5xx: SendGrid delivers the batch again later
