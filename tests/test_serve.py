@@ -387,6 +387,41 @@ def test_oversized_requests_are_refused(project: Project) -> None:
         assert suppressions(settings) == []
 
 
+def test_a_client_that_hangs_up_mid_body_gets_a_400_not_a_traceback(project: Project,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A POST whose client goes away before the end of its body (a scanner, a dropped connection):
+    nothing is recorded, and the log has an access line, not 'Exception in ASGI application'."""
+    import asyncio
+
+    caplog.set_level(logging.INFO)
+    app = create_app(settings_of(project, {"NEWSLETTER_SECRET": SECRET}))
+
+    async def post_and_hang_up(target: str) -> list[dict[str, object]]:
+        path, _, query = target.partition("?")
+        incoming = [{"type": "http.request", "body": b"List-Unsub", "more_body": True}]
+        sent: list[dict[str, object]] = []
+
+        async def receive() -> dict[str, object]:
+            return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "https", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
+                 "root_path": "", "headers": [(b"host", b"example.org"), (b"content-length", b"26")],
+                 "client": ("203.0.113.7", 4000), "server": ("127.0.0.1", 8000)}
+        await app(scope, receive, send)
+        return sent
+
+    for target in (link(), "/webhooks/sendgrid"):
+        sent = asyncio.run(post_and_hang_up(target))
+        assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 400
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert '"POST /webhooks/sendgrid" 400' in caplog.text
+    assert not (settings_of(project, {}).state_dir / "sends.sqlite3").exists()  # nothing recorded
+
+
 def test_health_check(project: Project, env: dict[str, str]) -> None:
     with service(project, env) as (client, _):
         assert client.get("/healthz").json() == {"status": "ok"}
