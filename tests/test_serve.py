@@ -211,7 +211,7 @@ def test_links_signed_with_a_previous_key_keep_working(project: Project, databas
     assert settings.secret_previous == [OLD_SECRET, "another-old-key-0123456789abcdef"]
 
 
-def test_the_route_is_wherever_unsubscribe_url_points(project: Project) -> None:
+def test_the_route_is_wherever_unsubscribe_url_points(project: Project, caplog: pytest.LogCaptureFixture) -> None:
     cfg = project.root / "newsletter.toml"
     cfg.write_text(cfg.read_text().replace(
         "https://example.org/unsubscribe?email={email}&token={token}&issue={issue}",
@@ -222,10 +222,18 @@ def test_the_route_is_wherever_unsubscribe_url_points(project: Project) -> None:
     campaign = Campaign(prepare(project.root / "issues" / "2021-03.yaml", settings), settings, "readers")
     url = campaign.personalizer()(Subscriber(ANN, "", "subscribed", {"email": ANN}, 2)).raw[0]
     assert url == f"https://example.org/letters/bye/{unsubscribe_token(SECRET, ANN)}?who={ANN}&n=2021-03"
-    with TestClient(create_app(settings), base_url="https://example.org") as client:
+    caplog.set_level(logging.INFO)
+    token = unsubscribe_token(SECRET, ANN)
+    with TestClient(create_app(settings), base_url="https://example.org", follow_redirects=False) as client:
         assert client.post(link(), **ONE_CLICK).status_code == 404  # nothing at the old path
         assert client.post(url, **ONE_CLICK).status_code == 200
+        # near misses carry the token too: the log shows the path only up to the placeholder
+        assert client.get(f"/letters/bye/{token}/?who={ANN}").status_code == 307
+        assert client.get(f"/letters/bye/{token}/more?who={ANN}").status_code == 404
     assert suppressions(settings) == [(ANN, "unsubscribed", "one-click", "2021-03")]
+    access = [r.getMessage() for r in caplog.records if r.name == "newsletter.web.access"]
+    assert '"POST /letters/bye/{token}?who=…&n=…" 200' in access[1] and '"GET /letters/bye/…?who=…" 307' in access[2]
+    assert not [r for r in caplog.records if r.name.startswith("newsletter") and token in r.getMessage()]
 
 
 def test_settings_the_service_cannot_serve_are_refused(project: Project) -> None:

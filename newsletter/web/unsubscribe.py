@@ -77,9 +77,14 @@ class LinkShape:
 
     def redacted(self, path: str) -> str:
         """What the access log prints for `path`: the route's template if the path carries the
-        address or the token, else the path."""
-        if any(key is None for key in self.keys.values()) and compile_path(self.path)[0].match(path):
-            return self.path
+        address or the token, and for a near miss (`/bye/TOKEN/`, `/bye/TOKEN/x`, which may carry
+        one too) only the part before the first placeholder; else the path."""
+        if any(key is None for key in self.keys.values()):
+            if compile_path(self.path)[0].match(path):
+                return self.path
+            prefix = self.path.split("{", 1)[0]
+            if path.startswith(prefix):
+                return prefix + "…"
         return path
 
 
