@@ -154,10 +154,14 @@ def test_one_click_and_button_both_unsubscribe_idempotently(project: Project, en
         carol = "carol@example.com"
         r = client.post(link(carol), files={"List-Unsubscribe": (None, "One-Click")})
         assert r.status_code == 200
+        # a body that ends with a line break is still RFC 8058's
+        r = client.post(link("dave@example.com"), content=ONE_CLICK_BODY + b"\r\n", headers=ONE_CLICK["headers"])
+        assert r.status_code == 200
         assert sorted(suppressions(settings)) == [
             ("Ann.Lee@example.com", "unsubscribed", "one-click", "2021-03"),
             ("bob@example.com", "unsubscribed", "link", None),
             ("carol@example.com", "unsubscribed", "one-click", None),
+            ("dave@example.com", "unsubscribed", "one-click", None),
         ]
 
 

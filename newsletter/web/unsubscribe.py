@@ -121,7 +121,8 @@ def is_one_click(body: bytes, content_type: str) -> bool:
             if isinstance(payload, bytes) and (name, payload.strip().decode("latin-1")) == ONE_CLICK:
                 return True
         return False
-    return ONE_CLICK in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    # strip: a client may end the body with a line break, as the multipart branch allows too
+    return ONE_CLICK in parse_qsl(body.decode("utf-8", "replace").strip(), keep_blank_values=True)
 
 
 class Unsubscribe:
