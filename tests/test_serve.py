@@ -117,6 +117,28 @@ def test_the_page_speaks_the_newsletters_language(project: Project) -> None:
         assert "Ссылка не работает" in client.get(link(token="x" * 22)).text
 
 
+def test_a_broken_labels_toml_never_takes_the_pages_down(project: Project, caplog: pytest.LogCaptureFixture) -> None:
+    """The service re-reads labels.toml while it runs: an editor's typo (or a save half done) is
+    logged, and the pages keep answering with the last good labels, else the built-in ones."""
+    labels = project.root / "templates" / "labels.toml"
+    labels.parent.mkdir(exist_ok=True)
+    labels.write_text('[en]\nunsubscribe_title = "Leave {name\n')  # an unclosed string
+    with service(project, {"NEWSLETTER_SECRET": SECRET}) as (client, settings):
+        r = client.get(link())
+        assert r.status_code == 200 and "<title>Unsubscribe from Test Digest</title>" in r.text  # built in
+        assert "labels.toml" in caplog.text and "fix the TOML syntax" in caplog.text
+        labels.write_text('[en]\nunsubscribe_title = "Leave {name}"\n')
+        os.utime(labels, (time.time() + 5, time.time() + 5))
+        assert "<title>Leave Test Digest</title>" in client.get(link()).text
+        labels.write_bytes(b'[en]\nunsubscribe_title = "\xff"\n')  # not UTF-8
+        os.utime(labels, (time.time() + 10, time.time() + 10))
+        r = client.post(link(), **ONE_CLICK)
+        assert r.status_code == 200 and "You are unsubscribed" in r.text
+        assert "<title>Leave Test Digest</title>" in client.get(link()).text  # the last good labels
+        assert client.get(link(token="A" * 22)).status_code == 400
+        assert suppressions(settings) == [(ANN, "unsubscribed", "one-click", None)]
+
+
 def test_one_click_and_button_both_unsubscribe_idempotently(project: Project, env: dict[str, str]) -> None:
     with service(project, env) as (client, settings):
         # RFC 8058: a mailbox provider POSTs List-Unsubscribe=One-Click; no cookies, no login
@@ -132,10 +154,14 @@ def test_one_click_and_button_both_unsubscribe_idempotently(project: Project, en
         carol = "carol@example.com"
         r = client.post(link(carol), files={"List-Unsubscribe": (None, "One-Click")})
         assert r.status_code == 200
+        # a body that ends with a line break is still RFC 8058's
+        r = client.post(link("dave@example.com"), content=ONE_CLICK_BODY + b"\r\n", headers=ONE_CLICK["headers"])
+        assert r.status_code == 200
         assert sorted(suppressions(settings)) == [
             ("Ann.Lee@example.com", "unsubscribed", "one-click", "2021-03"),
             ("bob@example.com", "unsubscribed", "link", None),
             ("carol@example.com", "unsubscribed", "one-click", None),
+            ("dave@example.com", "unsubscribed", "one-click", None),
         ]
 
 
@@ -189,7 +215,7 @@ def test_links_signed_with_a_previous_key_keep_working(project: Project, databas
     assert settings.secret_previous == [OLD_SECRET, "another-old-key-0123456789abcdef"]
 
 
-def test_the_route_is_wherever_unsubscribe_url_points(project: Project) -> None:
+def test_the_route_is_wherever_unsubscribe_url_points(project: Project, caplog: pytest.LogCaptureFixture) -> None:
     cfg = project.root / "newsletter.toml"
     cfg.write_text(cfg.read_text().replace(
         "https://example.org/unsubscribe?email={email}&token={token}&issue={issue}",
@@ -200,10 +226,18 @@ def test_the_route_is_wherever_unsubscribe_url_points(project: Project) -> None:
     campaign = Campaign(prepare(project.root / "issues" / "2021-03.yaml", settings), settings, "readers")
     url = campaign.personalizer()(Subscriber(ANN, "", "subscribed", {"email": ANN}, 2)).raw[0]
     assert url == f"https://example.org/letters/bye/{unsubscribe_token(SECRET, ANN)}?who={ANN}&n=2021-03"
-    with TestClient(create_app(settings), base_url="https://example.org") as client:
+    caplog.set_level(logging.INFO)
+    token = unsubscribe_token(SECRET, ANN)
+    with TestClient(create_app(settings), base_url="https://example.org", follow_redirects=False) as client:
         assert client.post(link(), **ONE_CLICK).status_code == 404  # nothing at the old path
         assert client.post(url, **ONE_CLICK).status_code == 200
+        # near misses carry the token too: the log shows the path only up to the placeholder
+        assert client.get(f"/letters/bye/{token}/?who={ANN}").status_code == 307
+        assert client.get(f"/letters/bye/{token}/more?who={ANN}").status_code == 404
     assert suppressions(settings) == [(ANN, "unsubscribed", "one-click", "2021-03")]
+    access = [r.getMessage() for r in caplog.records if r.name == "newsletter.web.access"]
+    assert '"POST /letters/bye/{token}?who=…&n=…" 200' in access[1] and '"GET /letters/bye/…?who=…" 307' in access[2]
+    assert not [r for r in caplog.records if r.name.startswith("newsletter") and token in r.getMessage()]
 
 
 def test_settings_the_service_cannot_serve_are_refused(project: Project) -> None:
@@ -327,6 +361,27 @@ def test_bad_deliveries(project: Project) -> None:
         assert client.post("/webhooks/sendgrid", content=b"\xff\xfe").status_code == 400
         assert client.get("/webhooks/sendgrid").status_code == 405
         assert client.post("/webhooks/sendgrid", json=[]).json()["received"] == 0
+        # nested deeper than Python's stack: a 400, not a RecursionError's 500
+        assert client.post("/webhooks/sendgrid", content=b"[" * 100_000 + b"]" * 100_000).status_code == 400
+        assert client.post("/webhooks/sendgrid", content=b'[{"a":' * 50_000 + b"1" + b"}]" * 50_000).status_code == 400
+
+
+def test_text_a_store_cannot_keep_does_not_poison_a_delivery(project: Project, env: dict[str, str]) -> None:
+    """JSON can carry NUL (PostgreSQL refuses it) and lone surrogates (not UTF-8: neither store takes
+    them). An event with one where it matters is skipped; elsewhere the character is replaced. The
+    rest of the delivery is kept, instead of a 503 that SendGrid would retry until it gives up."""
+    body = (b'[{"sg_event_id": "n1", "event": "bounce", "email": "nul\\u0000@example.com"},'
+            b' {"sg_event_id": "n2\\ud800", "event": "bounce", "email": "lone@example.com"},'
+            b' {"sg_event_id": "n3", "event": "bounce", "email": "real@example.com", "issue": "2021-03\\u0000",'
+            b'  "reason": "550 \\u0000 \\udc00 no such user"},'
+            b' {"sg_event_id": "n4", "event": "open", "email": "o@example.com", "category": ["x\\ud800"]}]')
+    with service(project, env) as (client, settings):
+        r = client.post("/webhooks/sendgrid", content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 200 and r.json() == {"received": 4, "new": 2, "repeats": 0, "skipped": 2}
+        with settings.open_store() as store:
+            real = store.suppressions.get("real@example.com")
+            assert real and real.issue == "2021-03\ufffd" and real.detail == "sendgrid bounce: 550 \ufffd \ufffd no such user"
+            assert store.suppressions.count() == {"bounced": 1}
 
 
 # --- limits, health, logs, the archive -------------------------------------------------------------
@@ -342,6 +397,41 @@ def test_oversized_requests_are_refused(project: Project) -> None:
         assert client.post(link(), content=chunks).status_code == 413
         assert client.post("/webhooks/sendgrid", content=b"[]" + b" " * 100_000).status_code == 200  # under 5 MB
         assert suppressions(settings) == []
+
+
+def test_a_client_that_hangs_up_mid_body_gets_a_400_not_a_traceback(project: Project,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A POST whose client goes away before the end of its body (a scanner, a dropped connection):
+    nothing is recorded, and the log has an access line, not 'Exception in ASGI application'."""
+    import asyncio
+
+    caplog.set_level(logging.INFO)
+    app = create_app(settings_of(project, {"NEWSLETTER_SECRET": SECRET}))
+
+    async def post_and_hang_up(target: str) -> list[dict[str, object]]:
+        path, _, query = target.partition("?")
+        incoming = [{"type": "http.request", "body": b"List-Unsub", "more_body": True}]
+        sent: list[dict[str, object]] = []
+
+        async def receive() -> dict[str, object]:
+            return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "https", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
+                 "root_path": "", "headers": [(b"host", b"example.org"), (b"content-length", b"26")],
+                 "client": ("203.0.113.7", 4000), "server": ("127.0.0.1", 8000)}
+        await app(scope, receive, send)
+        return sent
+
+    for target in (link(), "/webhooks/sendgrid"):
+        sent = asyncio.run(post_and_hang_up(target))
+        assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 400
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert '"POST /webhooks/sendgrid" 400' in caplog.text
+    assert not (settings_of(project, {}).state_dir / "sends.sqlite3").exists()  # nothing recorded
 
 
 def test_health_check(project: Project, env: dict[str, str]) -> None:
@@ -418,6 +508,30 @@ def test_no_token_address_or_key_in_the_logs(project: Project, caplog: pytest.Lo
                                ("1.2.3.4:5", "POST", link(), "1.1", 200), None)
     logging.getLogger("uvicorn.access").filter(record)
     assert record.getMessage() == '1.2.3.4:5 - "POST /unsubscribe?email=…&token=… HTTP/1.1" 200'
+
+
+FORGED = "\n2026-01-01 00:00:00,000 INFO newsletter.web: unsubscribed (one-click)\x1b[31m\x9b2J\u2028"
+
+
+def test_nothing_a_client_sends_can_forge_a_log_line(project: Project, caplog: pytest.LogCaptureFixture) -> None:
+    """A path is logged percent-decoded, and an event id or an issue as sent: a line break in one
+    would start a line of the attacker's making, an escape sequence would drive the terminal."""
+    caplog.set_level(logging.INFO)
+    with service(project, {"NEWSLETTER_SECRET": SECRET}) as (client, settings):
+        client.get("/x" + quote(FORGED) + "y" * 5000)
+        client.get("/healthz?" + quote(FORGED, safe="") + "=1")
+        client.post(link(issue="2021-03" + FORGED.replace("\n", "")), **ONE_CLICK)
+        client.post("/webhooks/sendgrid", json=[{"sg_event_id": "e" + FORGED}])
+        # an issue with a control character (C1 and U+2028 too) is not an issue's name: left out
+        assert suppressions(settings) == [(ANN, "unsubscribed", "one-click", None)]
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("newsletter")]
+    assert len(lines) >= 6
+    for line in lines:
+        assert not re.search("[\x00-\x1f\x7f-\x9f\u2028\u2029]", line), line
+        assert len(line) < 1000, line
+    text = "\n".join(lines)
+    assert "/x\\n2026-01-01" in text and "\\x1b[31m\\x9b2J\\u2028" in text and "…" in text
+    assert "sg_event_id e\\n2026-01-01" in text
 
 
 def test_the_archive_is_served_under_the_view_online_path(project: Project) -> None:

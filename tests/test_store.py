@@ -132,6 +132,20 @@ def test_database_url_must_be_postgres_and_stays_out_of_files(project: Project) 
         load_settings(cfg, env={})
 
 
+@pytest.mark.parametrize("url", [
+    "postgresql://u:S3CRET-pw@127.0.0.1:notaport/db",  # libpq refuses it: the message names the URL
+    "postgresql://u@127.0.0.1:1/db?password=S3CRET-pw&sslmode=bogus",  # libpq takes ?password= too
+    "postgresql://u:S3CRET%pw@127.0.0.1:1/db",  # bad percent-encoding: libpq quotes the token
+    "postgresql://u:S3CRET%2Dpw@127.0.0.1:1/db?sslmode=bogus",  # written encoded, shown decoded
+    "postgres://u:S3CRET-pw@[::1/db",  # too broken for urlsplit: a ConfigError, not an internal error
+    "postgresql://u:S3CRET@pw@127.0.0.1:1/db?sslmode=bogus",  # an @ in the password, unencoded
+])
+def test_a_database_url_that_fails_never_shows_its_password(tmp_path: Path, url: str) -> None:
+    with pytest.raises(NewsletterError, match="cannot connect to the state store") as caught:
+        open_store(tmp_path, url)
+    assert "S3CRET" not in str(caught.value) and "***" in str(caught.value)
+
+
 def test_a_transaction_inside_another_joins_it(tmp_path: Path, database_url: str | None) -> None:
     # a webhook delivery writes suppressions and events in one transaction: if it fails halfway,
     # nothing of it is kept, whatever the inner calls did

@@ -7,6 +7,7 @@ SQL is written once, with `?` placeholders (converted for psycopg) and the subse
 from __future__ import annotations
 
 import fcntl
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, NewsletterError
+from ..scrub import scrub
 from .migrations import LATEST, MIGRATIONS
 
 SQLITE_NAME = "sends.sqlite3"  # the file name 0.1 used: an old state folder is opened in place
@@ -192,8 +194,9 @@ def connect_postgres(url: str) -> Database:
     where = _without_password(url)
     try:
         conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as e:
-        raise ConfigError(f"cannot connect to the state store {where}: {str(e).strip()}") from None
+    except psycopg.Error as e:  # OperationalError: no answer; ProgrammingError: a URL libpq cannot read
+        message = scrub(str(e).strip(), _passwords(url))  # libpq may quote the part it could not read
+        raise ConfigError(f"cannot connect to the state store {where}: {message}") from None
     # A sender that vanishes (power, network) must not hold its send lock for the OS default of
     # ~2 hours: the server probes an idle connection after 30 s and drops it after 3 missed probes.
     for setting, value in (("tcp_keepalives_idle", 30), ("tcp_keepalives_interval", 10), ("tcp_keepalives_count", 3)):
@@ -204,10 +207,14 @@ def connect_postgres(url: str) -> Database:
 
 
 def _without_password(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
+    """`url` with its password, as user:password@ or as ?password=, shown as ***."""
+    return scrub(url, _passwords(url))
 
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+
+def _passwords(url: str) -> list[str]:
+    """The password(s) in a PostgreSQL URL, as written and percent-decoded (for scrub): read with
+    patterns, not urlsplit, so that a URL too broken to parse still gives its password up."""
+    from urllib.parse import unquote
+
+    written = re.findall(r"://[^/?#@:]*:([^/?#]*)@", url) + re.findall(r"[?&]password=([^&#]*)", url)
+    return [form for p in written for form in (p, unquote(p))]

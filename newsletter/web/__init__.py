@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from .logline import printable
 from .pages import Pages
 from .sendgrid import PATH as WEBHOOK_PATH
 from .sendgrid import SendGridWebhook
@@ -143,9 +144,10 @@ def redacted_target(path: str, query: bytes, redact: Any = None) -> str:
     """path?key=…&key=…: the query's keys without their values."""
     if redact is not None:
         path = redact(path)
+    path = printable(path)  # the path is percent-decoded: %0a would start a forged log line
     if not query:
         return path
-    keys = [part.split(b"=", 1)[0].decode("ascii", "replace")[:40] for part in query.split(b"&") if part]
+    keys = [printable(part.split(b"=", 1)[0].decode("ascii", "replace"), 40) for part in query.split(b"&") if part]
     return path + "?" + "&".join(f"{k}=…" for k in keys)
 
 

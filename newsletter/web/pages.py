@@ -3,6 +3,7 @@ no images, nothing fetched from elsewhere), in the newsletter's language and bra
 
 from __future__ import annotations
 
+import logging
 from html import escape
 from pathlib import Path
 
@@ -10,7 +11,10 @@ from starlette.responses import HTMLResponse
 
 from ..colors import contrast, palette
 from ..config import Settings
+from ..errors import NewsletterError
 from ..templating import LABELS_NAME, TemplateSet
+
+log = logging.getLogger("newsletter.web")
 
 # nothing may load from elsewhere, no page may frame this one, forms post only here
 HEADERS = {
@@ -72,11 +76,20 @@ class Pages:
             "dark_muted": dark["muted"], "dark_brand": dark["link"], "dark_on_brand": _on(dark["link"])}
 
     def labels(self) -> dict[str, str]:
+        """The labels, re-read when the project's labels.toml changes. A labels.toml that cannot be
+        read (a typo, a save half done) is logged and the last good labels (else the built-in ones)
+        stay: a reader who unsubscribes must get a page, not an error."""
         files = [self.settings.templates_dir / LABELS_NAME]
         stamp = tuple(_mtime(f) for f in files)
         if stamp != self._stamp:
-            self._labels = TemplateSet(self.settings.templates_dir).labels(self.settings.language)
             self._stamp = stamp
+            try:
+                self._labels = TemplateSet(self.settings.templates_dir).labels(self.settings.language)
+            except (NewsletterError, OSError, UnicodeDecodeError) as e:
+                log.error("%s; the pages keep the %s labels until it is fixed", e,
+                          "last good" if self._labels else "built-in")
+                if not self._labels:
+                    self._labels = TemplateSet(None).labels(self.settings.language)
         return self._labels
 
     def _page(self, title: str, body: str, status: int) -> HTMLResponse:

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import ConfigError
 from .body import read_body
+from .logline import printable
 from .store import StoreThreads, one_transaction
 
 log = logging.getLogger("newsletter.web")
@@ -37,6 +38,9 @@ SUPPRESS = {"bounce": "bounced", "spamreport": "complained", "unsubscribe": "uns
 # address is on one of its own lists ("Bounced Address", "Spam Reporting Address", ...)
 DROPPED = (("bounce", "bounced"), ("spam", "complained"), ("unsubscribe", "unsubscribed"))
 _PEM = re.compile(r"-----(BEGIN|END) PUBLIC KEY-----|\s+")
+# what JSON can carry and a store cannot keep: NUL (PostgreSQL refuses it) and lone surrogates
+# ("\ud800": not UTF-8, so neither store takes them)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -61,19 +65,23 @@ def parse_event(item: Any) -> Event:
         raise ValueError("no event type")
     if not (isinstance(email, str) and "@" in email and len(email) <= 320):
         raise ValueError("no email address")
+    if any(_UNSTORABLE.search(value) for value in (event_id, kind, email)):
+        raise ValueError("NUL or a lone surrogate in sg_event_id, event or email")
     stamp = item.get("timestamp")
     occurred = None
     if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) and 0 <= stamp < 1e11:
         occurred = datetime.fromtimestamp(stamp, UTC).isoformat(timespec="seconds")
     categories = item.get("category")
     categories = [categories] if isinstance(categories, str) else categories if isinstance(categories, list) else []
-    categories = [c for c in categories if isinstance(c, str)]
+    categories = [_UNSTORABLE.sub("\ufffd", c) for c in categories if isinstance(c, str)]
     issue = item.get("issue")  # our custom arg; SendGrid puts custom args at the top of the event
     if "test" in categories:
         issue = None  # a [TEST] copy to the preview inbox is not the issue's audience
-    elif not isinstance(issue, str) or not issue:
+    elif isinstance(issue, str) and issue:
+        issue = _UNSTORABLE.sub("\ufffd", issue)
+    else:
         issue = next((c for c in categories if c != "newsletter"), None)
-    reason = str(item.get("reason") or item.get("response") or "")[:500] or None
+    reason = _UNSTORABLE.sub("\ufffd", str(item.get("reason") or item.get("response") or "")[:500]) or None
     suppress = SUPPRESS.get(kind)
     if kind == "bounce" and item.get("type") == "blocked":
         suppress = None  # a block is the receiving server refusing for now, not a dead address
@@ -121,7 +129,7 @@ class SendGridWebhook:
             return JSONResponse({"error": refused[1]}, refused[0])
         try:
             items = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
             return JSONResponse({"error": "not JSON"}, 400)
         if not isinstance(items, list):
             return JSONResponse({"error": "not a JSON array of events"}, 400)
@@ -133,7 +141,7 @@ class SendGridWebhook:
                 skipped += 1
                 event_id = item.get("sg_event_id") if isinstance(item, dict) else None
                 log.warning("SendGrid webhook: event %d of %d skipped (%s)%s", i + 1, len(items), e,
-                            f": sg_event_id {str(event_id)[:200]}" if event_id else "")
+                            f": sg_event_id {printable(str(event_id), 200)}" if event_id else "")
         try:
             kept, suppressed = await self.store.run(lambda store: keep(store, events))
         except Exception as e:  # noqa: BLE001 - a 5xx: SendGrid delivers the batch again later

@@ -24,6 +24,7 @@ from ..config import Settings
 from ..errors import ConfigError
 from ..personalize import verify_unsubscribe_token
 from .body import read_body
+from .logline import printable
 from .pages import Pages
 from .store import StoreThreads
 
@@ -33,7 +34,7 @@ LIMIT = 64 * 1024  # a one-click body is 26 bytes; a form post with the button, 
 ONE_CLICK = ("List-Unsubscribe", "One-Click")  # RFC 8058's POST body, as a form field
 # stands in for a token that could never be valid (not ASCII), so that it costs the same checks
 _NOT_A_TOKEN = "!" * 22
-_ISSUE = re.compile(r"[^\x00-\x1f\x7f/\\]{1,200}")
+_ISSUE = re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029/\\]{1,200}")  # no control character, no path
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,14 @@ class LinkShape:
 
     def redacted(self, path: str) -> str:
         """What the access log prints for `path`: the route's template if the path carries the
-        address or the token, else the path."""
-        if any(key is None for key in self.keys.values()) and compile_path(self.path)[0].match(path):
-            return self.path
+        address or the token, and for a near miss (`/bye/TOKEN/`, `/bye/TOKEN/x`, which may carry
+        one too) only the part before the first placeholder; else the path."""
+        if any(key is None for key in self.keys.values()):
+            if compile_path(self.path)[0].match(path):
+                return self.path
+            prefix = self.path.split("{", 1)[0]
+            if path.startswith(prefix):
+                return prefix + "…"
         return path
 
 
@@ -115,7 +121,8 @@ def is_one_click(body: bytes, content_type: str) -> bool:
             if isinstance(payload, bytes) and (name, payload.strip().decode("latin-1")) == ONE_CLICK:
                 return True
         return False
-    return ONE_CLICK in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    # strip: a client may end the body with a line break, as the multipart branch allows too
+    return ONE_CLICK in parse_qsl(body.decode("utf-8", "replace").strip(), keep_blank_values=True)
 
 
 class Unsubscribe:
@@ -150,6 +157,6 @@ class Unsubscribe:
         except Exception as e:  # noqa: BLE001 - the reader gets a page, the log the reason
             log.error("unsubscribe not recorded (%s): %s: %s", source, type(e).__name__, e)
             return self.pages.unavailable()
-        log.info("unsubscribed (%s%s)%s", source, f", issue {issue}" if issue else "",
+        log.info("unsubscribed (%s%s)%s", source, f", issue {printable(issue)}" if issue else "",
                  "" if new else ": already suppressed")
         return self.pages.done(email)
