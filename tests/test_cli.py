@@ -150,3 +150,34 @@ def test_url_templates_and_addresses_are_checked_at_load(project, cli):
         line = lines.index(bad) + 1
         assert r.code == 1 and f"newsletter.toml:{line}: {key}: " in r.err and message in r.err, r.err
         assert "Traceback" not in r.err
+
+
+def test_config_file_encoding_bom_syntax_and_tables_are_located(project, cli):
+    project.write_issue(SMALL_ISSUE)
+    cfg = project.root / "newsletter.toml"
+    good = cfg.read_text(encoding="utf-8")
+    cfg.write_bytes(b"\xef\xbb\xbf" + good.encode())  # Notepad's "UTF-8 with BOM"
+    assert cli("check", "issues/issue.yaml", cwd=project.root).code == 0
+    cfg.write_bytes(good.encode() + b'\n# caf\xe9 in Latin-1\n')
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    line = good.count("\n") + 2
+    assert r.code == 1 and f"newsletter.toml:{line}: not UTF-8 text" in r.err, r.err
+    cfg.write_text(good + 'oops = "unterminated\n', encoding="utf-8")
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    assert r.code == 1 and f"newsletter.toml:{good.count(chr(10)) + 1}: " in r.err and "fix the TOML syntax" in r.err
+    cfg.write_text(good + '[brnad]\ncolor = "#0b6bcb"\n', encoding="utf-8")
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    line = good.count("\n") + 1
+    assert r.code == 1 and f"newsletter.toml:{line}: brnad: unknown setting" in r.err, r.err
+
+
+def test_default_language_is_checked_where_it_is_set(project, cli):
+    """A wrong default language is newsletter.toml's error, not the issue file's (which has none)."""
+    project.write_issue(SMALL_ISSUE.replace("language: en\n", ""))
+    cfg = project.root / "newsletter.toml"
+    cfg.write_text(cfg.read_text().replace('language = "en"', 'language = "xx"'))
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    assert r.code == 1 and "newsletter.toml:3: language: 'xx' is not a known BCP 47 language tag" in r.err, r.err
+    assert "issues/issue.yaml" not in r.err
+    r = cli("check", "issues/issue.yaml", cwd=project.root, env={"NEWSLETTER_LANGUAGE": "qq"})
+    assert r.code == 1 and "environment variable NEWSLETTER_LANGUAGE: language: 'qq'" in r.err, r.err
