@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import EXAMPLE, REPO, SMALL_ISSUE
 
 
@@ -181,3 +183,28 @@ def test_default_language_is_checked_where_it_is_set(project, cli):
     assert "issues/issue.yaml" not in r.err
     r = cli("check", "issues/issue.yaml", cwd=project.root, env={"NEWSLETTER_LANGUAGE": "qq"})
     assert r.code == 1 and "environment variable NEWSLETTER_LANGUAGE: language: 'qq'" in r.err, r.err
+
+
+@pytest.mark.parametrize("file, edit, says", [
+    ("digest.mjml.j2", lambda t: t.replace("{{", "{{ {%", 1), "templates/digest.mjml.j2:{line}: unexpected '%'; fix the template"),
+    ("digest.txt.j2", lambda t: t + "{% endif %}\n", "templates/digest.txt.j2:{end}: Encountered unknown tag 'endif'; fix"),
+    ("digest.txt.j2", lambda t: t + "{{ nosuch }}\n", "templates/digest.txt.j2: 'nosuch' is undefined"),
+    ("digest.mjml.j2", lambda t: t.replace("<mj-body", "<mj-bdy", 1), "templates/digest.mjml.j2: the MJML it produced cannot be read"),
+    ("digest.txt.j2", lambda t: t + "caf\udce9\n", "templates/digest.txt.j2: not UTF-8 text"),
+    ("digest.css", lambda t: t + "/* caf\udce9 */\n", "templates/digest.css: not UTF-8 text"),
+    ("labels.toml", lambda t: t + "# caf\udce9\n", "templates/labels.toml: not UTF-8 text"),
+])
+def test_a_broken_project_template_is_a_message_naming_the_file(project, cli, file, edit, says):
+    """`newsletter init --templates` invites editing them: a slip is the editor's to fix, not a bug (exit 70)."""
+    from newsletter.templating import copy_builtin
+
+    project.write_issue(SMALL_ISSUE)
+    copy_builtin(project.root / "templates")
+    path = project.root / "templates" / file
+    text = path.read_text(encoding="utf-8")
+    path.write_bytes(edit(text).encode("utf-8", "surrogateescape"))
+    line = text[:text.find("{{")].count("\n") + 1
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    assert r.code == 1, r.output
+    assert says.format(line=line, end=text.count("\n") + 1) in r.err, r.err
+    assert "internal error" not in r.err
