@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .checks import check_issue
 from .config import Settings
-from .errors import Problem
+from .errors import IssueError, Problem
 from .issue import Issue, load_issue
 from .message import Rendered
 from .personalize import sample_message
@@ -36,7 +36,13 @@ def prepare(path: Path, settings: Settings, renderer: Renderer | None = None) ->
     """Validate, render once and check an issue file; raises IssueError when it is invalid.
     Pass a `renderer` to reuse its templates and inliner across calls (the preview does)."""
     issue = load_issue(path, default_language=settings.language)
-    rendered = (renderer or Renderer(settings)).render(issue, path.stem)
+    renderer = renderer or Renderer(settings)
+    if renderer.templates.find(f"{issue.template}.mjml.j2") is None:
+        looked = " and ".join(str(d) for d in renderer.templates.dirs)
+        raise IssueError([Problem(path, issue.line_of("template"), "template",
+                                  f"no template {issue.template!r} ({issue.template}.mjml.j2 is not in {looked}); "
+                                  "fix the name, or add its files to templates/ beside newsletter.toml")])
+    rendered = renderer.render(issue, path.stem)
     return Prepared(path, issue, rendered, check_issue(issue, path, settings, rendered))
 
 
