@@ -208,3 +208,19 @@ def test_a_broken_project_template_is_a_message_naming_the_file(project, cli, fi
     assert r.code == 1, r.output
     assert says.format(line=line, end=text.count("\n") + 1) in r.err, r.err
     assert "internal error" not in r.err
+
+
+def test_a_merge_field_naming_a_missing_column_stops_the_send_at_its_line(project, cli):
+    """The line of the merge field itself, inside a `|` block too, as `check` locates merge fields."""
+    project.write_issue(SMALL_ISSUE.replace('subject: "Hello', 'subject: "{{ subscriber.frist }}, hello')
+                        .replace("  P.S. Reply", "  Dear reader,\n\n  P.S. {{ subscriber.compnay }} Reply"))
+    project.write_list("email,name,company\na@example.org,Ann,ACME\n")
+    r = cli("send", "issues/issue.yaml", "--list", "readers", cwd=project.root)
+    assert r.code == 1, r.output
+    lines = (project.root / "issues" / "issue.yaml").read_text().splitlines()
+    subject = next(i for i, ln in enumerate(lines, 1) if "frist" in ln)
+    outro = next(i for i, ln in enumerate(lines, 1) if "compnay" in ln)
+    assert f"issues/issue.yaml:{subject}: subject: merge field subscriber.frist: " in r.err, r.err
+    assert f"issues/issue.yaml:{outro}: outro: merge field subscriber.compnay: " in r.err, r.err
+    assert "has no column 'compnay' (columns: company, email, name)" in r.err
+    assert not (project.root / "outbox").exists()
