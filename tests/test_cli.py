@@ -224,3 +224,14 @@ def test_a_merge_field_naming_a_missing_column_stops_the_send_at_its_line(projec
     assert f"issues/issue.yaml:{outro}: outro: merge field subscriber.compnay: " in r.err, r.err
     assert "has no column 'compnay' (columns: company, email, name)" in r.err
     assert not (project.root / "outbox").exists()
+
+
+def test_an_issue_file_name_with_a_line_break_is_refused_not_a_crash(project, cli):
+    """The file's name is the issue's id, which goes into a mail header (X-Newsletter-Issue)."""
+    project.write_issue(SMALL_ISSUE, "x\nBcc: evil@example.com.yaml")
+    project.write_list("email,name\na@example.org,Ann\n")
+    for command in (["check"], ["send", "--list", "readers"]):
+        r = cli(command[0], "issues/x\nBcc: evil@example.com.yaml", *command[1:], cwd=project.root)
+        assert r.code == 1, r.output
+        assert "the file name has a control character (U+000A" in r.err and "internal error" not in r.err
+    assert not (project.root / "outbox").exists()
