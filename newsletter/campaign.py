@@ -19,7 +19,7 @@ from .config import MAKE_SECRET, Settings
 from .dispatch import Dispatcher, RetryPolicy, Selection, SendReport, StopFlag
 from .errors import ConfigError, IssueError, Problem, UsageError
 from .ledger import DeliveryRecord, NoRecord, key_of
-from .merge import referenced_columns
+from .merge import column_offsets, referenced_columns
 from .personalize import Personalizer, html_size
 from .pipeline import Prepared, write_rendered
 from .providers import Provider, spec
@@ -75,7 +75,9 @@ class Campaign:
         problems = []
         for loc, text in issue.texts():
             for col in sorted(referenced_columns(text) - columns - {"name"}):
-                problems.append(Problem(path, issue.line_of(*loc), ".".join(map(str, loc)),
+                # the line of its first use, inside a `|` block too (as check locates merge fields)
+                at = next((start for start, col_at in column_offsets(text) if col_at == col), None)
+                problems.append(Problem(path, issue.line_of(*loc, at=at), ".".join(map(str, loc)),
                     f"merge field subscriber.{col}: {self.list_path} has no column {col!r} "
                     f"(columns: {', '.join(sorted(columns))}); add the column or fix the name"))
         if problems:

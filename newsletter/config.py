@@ -158,6 +158,13 @@ class Settings(_Section):
         return providers.spec(provider).own_unsubscribe(self.provider_settings(provider))
 
 
+    @field_validator("language")
+    @classmethod
+    def _language(cls, v: str) -> str:
+        from .issue import language_tag  # babel: only when the file sets a language
+
+        return language_tag(v)
+
     @field_validator("name", "from_name", "postal_address")
     @classmethod
     def _header_text(cls, v: str | None) -> str | None:
@@ -236,7 +243,7 @@ class Settings(_Section):
         """Line of `key = ...` in newsletter.toml, for located messages."""
         if self.path is None or not self.path.is_file():
             return None
-        return _line_of(self.path.read_text(encoding="utf-8"), key)
+        return _line_of(self.path.read_text(encoding="utf-8-sig"), key)
 
 
 def _fields(template: str, allowed: set[str], optional: tuple[str, ...] = ()) -> None:
@@ -287,7 +294,8 @@ def find_config(start: Path | None = None) -> Path | None:
 
 
 def _line_of(text: str, key: str) -> int | None:
-    m = re.search(rf"^\s*{re.escape(key)}\s*=", text, re.MULTILINE)
+    # `key = ...`, or a table `[key]` (a misspelt table is an unknown setting too)
+    m = re.search(rf"^\s*(?:{re.escape(key)}\s*=|\[\s*{re.escape(key)}\s*\])", text, re.MULTILINE)
     return text.count("\n", 0, m.start()) + 1 if m else None
 
 
@@ -296,11 +304,18 @@ def _read_file(path: Path) -> tuple[dict[str, Any], str]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such configuration file; create it with `newsletter init` "
                           "or drop --config")
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # a byte-order mark (Notepad's "UTF-8 with BOM") is fine
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text ({e.reason}); save it as UTF-8") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: {e}; fix the TOML syntax") from None
+        m = re.search(r"\(at line (\d+), column \d+\)$", str(e))
+        where = f"{path}:{m.group(1)}" if m else f"{path}"
+        raise ConfigError(f"{where}: {e}; fix the TOML syntax") from None
     top = data.pop("newsletter", {})
     tables = {name: data.pop(name) for name in list(data) if name in providers.REGISTRY}
     data = {**top, **data, "providers": tables}

@@ -25,6 +25,17 @@ from .issuetext import (_NOT_YAML, MARKUP_CHARS, MAX_FILE_BYTES, MAX_FILE_LINES,
                         markdown_text, markdown_text_findings, one_line, shorten, with_merge_fields)
 from .issueyaml import Loc, Tree, YAMLStopped, read_yaml
 
+def language_tag(v: str) -> str:
+    """A language babel knows, as a BCP 47 tag (an issue's `language`, newsletter.toml's default)."""
+    try:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,35}", v):
+            raise ValueError
+        Locale.parse(v.replace("-", "_"))
+    except (ValueError, UnknownLocaleError):
+        raise ValueError(f"{shorten(v)!r} is not a known BCP 47 language tag (e.g. en, ru, pt-BR)") from None
+    return v
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
@@ -104,16 +115,7 @@ class Issue(_Model):
 
     _prose = field_validator("intro", "outro")(markdown_text)
 
-    @field_validator("language")
-    @classmethod
-    def _language(cls, v: str) -> str:
-        try:
-            if not re.fullmatch(r"[A-Za-z0-9_-]{1,35}", v):
-                raise ValueError
-            Locale.parse(v.replace("-", "_"))
-        except (ValueError, UnknownLocaleError):
-            raise ValueError(f"{shorten(v)!r} is not a known BCP 47 language tag (e.g. en, ru, pt-BR)") from None
-        return v
+    _language = field_validator("language")(language_tag)
 
     @field_validator("template")
     @classmethod

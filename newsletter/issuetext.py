@@ -51,6 +51,8 @@ _LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines() s
 # (and lone surrogates, which a "\uD800" escape can make and no encoder can write)
 _NOT_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 # Markdown may hold line breaks and tabs, but no other C0 or C1 control
+# merge-field syntax in a field that fills none: it would be mailed as written
+_MERGE_SYNTAX = re.compile(r"\{\{.{0,40}?(\}\}|$)|\{%|\{#")
 _NOT_MARKDOWN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 # characters YAML readers refuse (libyaml's and PyYAML's printable set), found here with their line
 _NOT_YAML = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -108,6 +110,9 @@ def line_findings(v: str, *, merge_fields: bool = False, limit: int = MAX_LINE_C
                                     "or break the layout); delete it"))
     if merge_fields:
         found += [Finding(None, message) for _, message in merge.field_problems(v)]
+    elif m := _MERGE_SYNTAX.search(v):
+        found.append(Finding(None, f"{m.group()} would reach every reader as written: merge fields are filled only in "
+                                   "subject, title, intro, outro and section bodies; write the text out here"))
     return found
 
 
@@ -213,6 +218,12 @@ def http_url(v: str) -> str:
     v = v.strip()
     if len(v) > MAX_URL_CHARS:
         raise ValueError(f"URL of {len(v):,} characters; at most {MAX_URL_CHARS:,}")
+    if "{{" in v or "{%" in v:
+        raise ValueError(f"{shorten(v)!r}: merge fields are not filled in links[].url or image.src; link to "
+                         "one address for every reader (a Markdown link in the body may hold merge fields)")
     if not re.match(r"https?://[^\s/$.?#][^\s\x00-\x1f\x7f-\x9f]*$", v, re.IGNORECASE):
+        if re.match(r"https?://[^\s/$.?#]", v, re.IGNORECASE) and (m := re.search(r"\s", v)):
+            raise ValueError(f"{shorten(v)!r} has a space at character {m.start() + 1}; a URL has none (write a "
+                             "space as %20)")
         raise ValueError(f"{shorten(v)!r} is not an http(s) URL; write it as https://...")
     return v

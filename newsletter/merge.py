@@ -189,6 +189,11 @@ def referenced_columns(text: str) -> set[str]:
     return {_checked(expr).column for expr in parse_fields(text)}
 
 
+def column_offsets(text: str) -> list[tuple[int, str]]:
+    """(character offset, column) of each merge field in an already checked text."""
+    return [(start, _checked(expr).column) for start, _end, expr in _spans(text)]
+
+
 _MISSING = object()  # a missing or empty cell: what Jinja would see as Undefined
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from .checks import check_issue
 from .config import Settings
-from .errors import Problem
+from .errors import IssueError, Problem
 from .issue import Issue, load_issue
 from .message import Rendered
 from .personalize import sample_message
@@ -35,8 +36,18 @@ class Prepared:
 def prepare(path: Path, settings: Settings, renderer: Renderer | None = None) -> Prepared:
     """Validate, render once and check an issue file; raises IssueError when it is invalid.
     Pass a `renderer` to reuse its templates and inliner across calls (the preview does)."""
+    if m := re.search(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", path.stem):
+        # the name is the issue's id: in mail headers, links, the send record and the outbox
+        raise IssueError([Problem(path, None, "", f"the file name has a control character (U+{ord(m.group()):04X}, "
+                                                  "a line break?); rename the file, e.g. 2021-03.yaml")])
     issue = load_issue(path, default_language=settings.language)
-    rendered = (renderer or Renderer(settings)).render(issue, path.stem)
+    renderer = renderer or Renderer(settings)
+    if renderer.templates.find(f"{issue.template}.mjml.j2") is None:
+        looked = " and ".join(str(d) for d in renderer.templates.dirs)
+        raise IssueError([Problem(path, issue.line_of("template"), "template",
+                                  f"no template {issue.template!r} ({issue.template}.mjml.j2 is not in {looked}); "
+                                  "fix the name, or add its files to templates/ beside newsletter.toml")])
+    rendered = renderer.render(issue, path.stem)
     return Prepared(path, issue, rendered, check_issue(issue, path, settings, rendered))
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import mjml
 from babel.dates import format_date
-from jinja2 import TemplateNotFound, UndefinedError
+from jinja2 import TemplateNotFound, TemplateSyntaxError, UndefinedError
 from markdown_it import MarkdownIt
 from markdown_it.renderer import RendererHTML
 from markdown_it.token import Token
@@ -131,25 +131,42 @@ class Renderer:
         slots = _Slots()
         context = self.context(issue, stem, slots)
         name = issue.template
+        mjml_src = self._render_template(f"{name}.mjml.j2", context)
+        text = self._render_template(f"{name}.txt.j2", context)
+        # fonts={}: no web-font <link>; a newsletter must not call out to Google Fonts on open
         try:
-            mjml_src = self.templates.env.get_template(f"{name}.mjml.j2").render(**context)
-            text = self.templates.env.get_template(f"{name}.txt.j2").render(**context)
+            result = mjml.mjml2html(mjml_src, fonts={})
+        except ValueError as e:  # mjml-python's parser: markup it cannot read
+            where = self.templates.find(f"{name}.mjml.j2") or f"{name}.mjml.j2"
+            raise NewsletterError(f"{where}: the MJML it produced cannot be read ({e}); fix the template") from None
+        try:
+            css = self.templates.read(f"{name}.css").replace("BRAND_COLOR", self.settings.brand.color)
+        except UnicodeDecodeError as e:
+            raise NewsletterError(f"{self.templates.find(f'{name}.css')}: not UTF-8 text ({e.reason}); "
+                                  "save it as UTF-8") from None
+        html = self.inliner.inline(result, css)
+        subject = slots.tokenizer(False)(issue.subject)
+        fields = [merge.compile_field(e) for e in slots.exprs]
+        return Rendered(issue, stem, subject, html, re.sub(r"\n{3,}", "\n\n", text), mjml_src, fields)
+
+
+    def _render_template(self, file: str, context: dict[str, object]) -> str:
+        """One template rendered; what is wrong with it is a message naming the file (and line)."""
+        where = self.templates.find(file) or file
+        try:
+            return self.templates.env.get_template(file).render(**context)
         except TemplateNotFound as e:
             looked = " and ".join(str(d) for d in self.templates.dirs)
             raise NewsletterError(
                 f"{e.name}: template not found in {looked}; fix `template:` in the issue, or add the "
                 "file to templates/ beside newsletter.toml"
             ) from None
+        except TemplateSyntaxError as e:
+            raise NewsletterError(f"{e.filename or where}:{e.lineno}: {(e.message or '').rstrip('.')}; fix the template") from None
         except UndefinedError as e:
-            where = self.templates.find(f"{name}.mjml.j2") or f"{name}.mjml.j2"
             raise NewsletterError(f"{where}: {e.message}") from None
-        # fonts={}: no web-font <link>; a newsletter must not call out to Google Fonts on open
-        result = mjml.mjml2html(mjml_src, fonts={})
-        css = self.templates.read(f"{name}.css").replace("BRAND_COLOR", self.settings.brand.color)
-        html = self.inliner.inline(result, css)
-        subject = slots.tokenizer(False)(issue.subject)
-        fields = [merge.compile_field(e) for e in slots.exprs]
-        return Rendered(issue, stem, subject, html, re.sub(r"\n{3,}", "\n\n", text), mjml_src, fields)
+        except UnicodeDecodeError as e:
+            raise NewsletterError(f"{where}: not UTF-8 text ({e.reason}); save it as UTF-8") from None
 
 
 def _markdown() -> MarkdownIt:

@@ -25,6 +25,7 @@ RESERVED = ("email", "name", "status")
 MAX_ADDRESS_FIELD = 1_000  # characters in `email` and `name` (and in a column name)
 MAX_FIELD = 10_000  # characters in any other column
 MAX_ROW = 1_000_000  # characters one row (all its lines) may take while it is read
+_SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "bars"}  # what spreadsheets export instead of commas
 _DEDUP_BATCH = 1_000  # rows de-duplicated with one look-up in the "seen" table
 
 # Cc (C0, DEL, C1: NUL, TAB, CR, LF, U+0085 ...) and the Unicode line and paragraph separators
@@ -213,6 +214,12 @@ class SubscriberList:
             "and your own columns): is this the right file, or is its first row missing?")
 
     def _check_header(self) -> None:
+        if not any(self.columns):
+            self._header_error("the first row is empty" if self.path.stat().st_size else "the file is empty")
+        if len(self.columns) == 1 and (sep := next((c for c in ";\t|" if c in self.columns[0]), None)):
+            raise SubscriberListError(
+                f"{self.path}:1: the columns are separated by {_SEPARATORS[sep]}, not commas; save the list as "
+                "CSV with commas (in a spreadsheet: CSV UTF-8, comma-delimited)")
         seen: dict[str, int] = {}
         for i, name in enumerate(self.columns, 1):
             if len(name) > MAX_ADDRESS_FIELD:
@@ -227,7 +234,9 @@ class SubscriberList:
                     "which column holds what")
             seen[folded] = i
         if "email" not in seen:
-            raise SubscriberListError(f"{self.path}:1: the header row needs an `email` column")
+            found = ", ".join(repr(c[:40]) for c in self.columns[:10]) + (", ..." if len(self.columns) > 10 else "")
+            raise SubscriberListError(f"{self.path}:1: the header row needs an `email` column (it has {found}); "
+                                      "name the column of addresses `email`")
 
     def _problem(self, line: int, message: str, column: str = "") -> Problem:
         return Problem(self.path, line, column, message)

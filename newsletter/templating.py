@@ -61,6 +61,8 @@ class TemplateSet:
                 table = tomllib.loads(path.read_text(encoding="utf-8"))
             except tomllib.TOMLDecodeError as e:
                 raise NewsletterError(f"{path}: {e}; fix the TOML syntax") from None
+            except UnicodeDecodeError as e:
+                raise NewsletterError(f"{path}: not UTF-8 text ({e.reason}); save it as UTF-8") from None
             for language, labels in table.items():
                 if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
                     raise NewsletterError(f"{path}: [{language}] must be a table of text labels")

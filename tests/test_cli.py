@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import EXAMPLE, REPO, SMALL_ISSUE
 
 
@@ -150,3 +152,86 @@ def test_url_templates_and_addresses_are_checked_at_load(project, cli):
         line = lines.index(bad) + 1
         assert r.code == 1 and f"newsletter.toml:{line}: {key}: " in r.err and message in r.err, r.err
         assert "Traceback" not in r.err
+
+
+def test_config_file_encoding_bom_syntax_and_tables_are_located(project, cli):
+    project.write_issue(SMALL_ISSUE)
+    cfg = project.root / "newsletter.toml"
+    good = cfg.read_text(encoding="utf-8")
+    cfg.write_bytes(b"\xef\xbb\xbf" + good.encode())  # Notepad's "UTF-8 with BOM"
+    assert cli("check", "issues/issue.yaml", cwd=project.root).code == 0
+    cfg.write_bytes(good.encode() + b'\n# caf\xe9 in Latin-1\n')
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    line = good.count("\n") + 2
+    assert r.code == 1 and f"newsletter.toml:{line}: not UTF-8 text" in r.err, r.err
+    cfg.write_text(good + 'oops = "unterminated\n', encoding="utf-8")
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    assert r.code == 1 and f"newsletter.toml:{good.count(chr(10)) + 1}: " in r.err and "fix the TOML syntax" in r.err
+    cfg.write_text(good + '[brnad]\ncolor = "#0b6bcb"\n', encoding="utf-8")
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    line = good.count("\n") + 1
+    assert r.code == 1 and f"newsletter.toml:{line}: brnad: unknown setting" in r.err, r.err
+
+
+def test_default_language_is_checked_where_it_is_set(project, cli):
+    """A wrong default language is newsletter.toml's error, not the issue file's (which has none)."""
+    project.write_issue(SMALL_ISSUE.replace("language: en\n", ""))
+    cfg = project.root / "newsletter.toml"
+    cfg.write_text(cfg.read_text().replace('language = "en"', 'language = "xx"'))
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    assert r.code == 1 and "newsletter.toml:3: language: 'xx' is not a known BCP 47 language tag" in r.err, r.err
+    assert "issues/issue.yaml" not in r.err
+    r = cli("check", "issues/issue.yaml", cwd=project.root, env={"NEWSLETTER_LANGUAGE": "qq"})
+    assert r.code == 1 and "environment variable NEWSLETTER_LANGUAGE: language: 'qq'" in r.err, r.err
+
+
+@pytest.mark.parametrize("file, edit, says", [
+    ("digest.mjml.j2", lambda t: t.replace("{{", "{{ {%", 1), "templates/digest.mjml.j2:{line}: unexpected '%'; fix the template"),
+    ("digest.txt.j2", lambda t: t + "{% endif %}\n", "templates/digest.txt.j2:{end}: Encountered unknown tag 'endif'; fix"),
+    ("digest.txt.j2", lambda t: t + "{{ nosuch }}\n", "templates/digest.txt.j2: 'nosuch' is undefined"),
+    ("digest.mjml.j2", lambda t: t.replace("<mj-body", "<mj-bdy", 1), "templates/digest.mjml.j2: the MJML it produced cannot be read"),
+    ("digest.txt.j2", lambda t: t + "caf\udce9\n", "templates/digest.txt.j2: not UTF-8 text"),
+    ("digest.css", lambda t: t + "/* caf\udce9 */\n", "templates/digest.css: not UTF-8 text"),
+    ("labels.toml", lambda t: t + "# caf\udce9\n", "templates/labels.toml: not UTF-8 text"),
+])
+def test_a_broken_project_template_is_a_message_naming_the_file(project, cli, file, edit, says):
+    """`newsletter init --templates` invites editing them: a slip is the editor's to fix, not a bug (exit 70)."""
+    from newsletter.templating import copy_builtin
+
+    project.write_issue(SMALL_ISSUE)
+    copy_builtin(project.root / "templates")
+    path = project.root / "templates" / file
+    text = path.read_text(encoding="utf-8")
+    path.write_bytes(edit(text).encode("utf-8", "surrogateescape"))
+    line = text[:text.find("{{")].count("\n") + 1
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    assert r.code == 1, r.output
+    assert says.format(line=line, end=text.count("\n") + 1) in r.err, r.err
+    assert "internal error" not in r.err
+
+
+def test_a_merge_field_naming_a_missing_column_stops_the_send_at_its_line(project, cli):
+    """The line of the merge field itself, inside a `|` block too, as `check` locates merge fields."""
+    project.write_issue(SMALL_ISSUE.replace('subject: "Hello', 'subject: "{{ subscriber.frist }}, hello')
+                        .replace("  P.S. Reply", "  Dear reader,\n\n  P.S. {{ subscriber.compnay }} Reply"))
+    project.write_list("email,name,company\na@example.org,Ann,ACME\n")
+    r = cli("send", "issues/issue.yaml", "--list", "readers", cwd=project.root)
+    assert r.code == 1, r.output
+    lines = (project.root / "issues" / "issue.yaml").read_text().splitlines()
+    subject = next(i for i, ln in enumerate(lines, 1) if "frist" in ln)
+    outro = next(i for i, ln in enumerate(lines, 1) if "compnay" in ln)
+    assert f"issues/issue.yaml:{subject}: subject: merge field subscriber.frist: " in r.err, r.err
+    assert f"issues/issue.yaml:{outro}: outro: merge field subscriber.compnay: " in r.err, r.err
+    assert "has no column 'compnay' (columns: company, email, name)" in r.err
+    assert not (project.root / "outbox").exists()
+
+
+def test_an_issue_file_name_with_a_line_break_is_refused_not_a_crash(project, cli):
+    """The file's name is the issue's id, which goes into a mail header (X-Newsletter-Issue)."""
+    project.write_issue(SMALL_ISSUE, "x\nBcc: evil@example.com.yaml")
+    project.write_list("email,name\na@example.org,Ann\n")
+    for command in (["check"], ["send", "--list", "readers"]):
+        r = cli(command[0], "issues/x\nBcc: evil@example.com.yaml", *command[1:], cwd=project.root)
+        assert r.code == 1, r.output
+        assert "the file name has a control character (U+000A" in r.err and "internal error" not in r.err
+    assert not (project.root / "outbox").exists()

@@ -51,6 +51,11 @@ EXPECT: dict[str, dict] = {
     "overlong-name-and-extra-column.csv": {"invalid": [2, 3], "says": ["name: 1,001 characters", "note: 10,001 characters"]},
     "wrong-field-counts.csv": {"invalid": [2, 3]},
     "blank-and-whitespace-rows.csv": {"invalid": []},
+    # a spreadsheet's export in the wrong format: say what is wrong, not only "no email column"
+    "semicolon-separated.csv": {"refused": "the columns are separated by semicolons, not commas"},
+    "tab-separated.csv": {"refused": "the columns are separated by tabs, not commas"},
+    "no-email-column.csv": {"refused": "the header row needs an `email` column (it has 'Email Address', 'First Name')"},
+    "empty.csv": {"refused": "the file is empty"},
 }
 
 # generated: name -> (text, expectations)
