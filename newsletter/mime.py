@@ -11,14 +11,20 @@ from email.message import EmailMessage
 from email.policy import EmailPolicy
 from email.utils import formataddr, formatdate, make_msgid
 from functools import lru_cache
+from typing import Any
 
 from .message import Envelope, Personalization
 
 
-class _MailPolicy(EmailPolicy):
-    """The default policy, except for two headers it gets wrong for us.
+class _Literal(str):
+    """A subject kept as written: it holds text the header parser would decode (see _MailPolicy)."""
 
-    Subject: see _subject. List-Unsubscribe: never RFC 2047-encoded.
+
+class _MailPolicy(EmailPolicy):
+    """The default policy, except for the headers it gets wrong for us.
+
+    Subject: see _subject. To and Subject holding "=?": see header_store_parse.
+    List-Unsubscribe: never RFC 2047-encoded.
     Python folds a token longer than 78 characters, such as a signed unsubscribe URL, as encoded
     words (=?utf-8?q?...?=); mail clients then find no URL in the header and show no unsubscribe
     button. RFC 2369 allows folding only between the <...> items, so we fold there ourselves."""
@@ -34,9 +40,38 @@ class _MailPolicy(EmailPolicy):
         encoded = Header(str(value), "utf-8", header_name=name).encode(linesep=self.linesep)
         return f"{name}: {encoded}{self.linesep}"
 
+    def header_store_parse(self, name: str, value: Any) -> tuple[str, Any]:
+        # The parser decodes RFC 2047 syntax wherever it finds it, also in a reader's name or merge
+        # field: "=?utf-8?q?Eve=0D=0ABcc:_x@example.net?=" became a line break in To: and
+        # Subject:, i.e. a header of the reader's making. Such a value is kept as given (the
+        # Address, a _Literal subject), and fold encodes it whole.
+        if name.lower() == "to" and isinstance(value, Address) and "=?" in value.display_name:
+            return name, value
+        if name.lower() == "subject" and isinstance(value, str) and "=?" in value:
+            if "\r" in value or "\n" in value:
+                raise ValueError("Header values may not contain linefeed or carriage return characters")
+            return name, _Literal(value)
+        return super().header_store_parse(name, value)
+
+    def header_fetch_parse(self, name: str, value: Any) -> Any:
+        if isinstance(value, (Address, _Literal)):
+            return value  # as given (see header_store_parse), not decoded
+        return super().header_fetch_parse(name, value)
+
+    def _literal(self, name: str, value: Address | _Literal) -> str:
+        """To or Subject holding text that looks like an encoded word, encoded whole."""
+        if isinstance(value, _Literal):
+            return self._subject(name, value)
+        bare = self.header_factory(name, Address(username=value.username, domain=value.domain))
+        address = bare.fold(policy=self)[len(name) + 2 : -len(self.linesep)]  # as the policy writes it
+        encoded = Header(value.display_name, "utf-8", header_name=name).encode(linesep=self.linesep)
+        return f"{name}: {encoded} <{address}>{self.linesep}"
+
     def fold(self, name: str, value: str) -> str:
         if name.lower() == "list-unsubscribe":
             return self._verbatim(name, value)
+        if isinstance(value, (Address, _Literal)):
+            return self._literal(name, value)
         if name.lower() == "subject" and not str(value).isascii():
             return self._subject(name, value)
         return super().fold(name, value)
@@ -44,6 +79,8 @@ class _MailPolicy(EmailPolicy):
     def fold_binary(self, name: str, value: str) -> bytes:
         if name.lower() == "list-unsubscribe":
             return self._verbatim(name, value).encode("ascii", "surrogateescape")
+        if isinstance(value, (Address, _Literal)):
+            return self._literal(name, value).encode("utf-8" if self.utf8 else "ascii", "surrogateescape")
         if name.lower() == "subject" and not str(value).isascii():
             return self._subject(name, value).encode("ascii")
         return super().fold_binary(name, value)

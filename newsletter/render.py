@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 
 import mjml
+from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
 from jinja2 import TemplateNotFound, TemplateSyntaxError, UndefinedError
 from markdown_it import MarkdownIt
@@ -111,6 +112,7 @@ class Renderer:
             "preheader_filler": PREHEADER_FILLER,
             "labels": labels,
             "lang": issue.language,
+            "dir": text_direction(issue.language),
             "date": format_date(issue.date, format="long", locale=issue.language.replace("-", "_")),
             "subject_html": html(issue.subject),
             "heading_html": html(issue.heading),
@@ -188,3 +190,11 @@ def _markdown() -> MarkdownIt:
     md.add_render_rule("heading_open", heading)
     md.add_render_rule("heading_close", heading)
     return md
+
+
+def text_direction(language: str) -> str:
+    """"rtl" for a language written right to left (ar, he, fa, ur, ...), else "ltr"."""
+    try:
+        return "rtl" if Locale.parse(language.replace("-", "_")).text_direction == "rtl" else "ltr"
+    except (ValueError, UnknownLocaleError):
+        return "ltr"

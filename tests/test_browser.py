@@ -312,3 +312,49 @@ def test_alt_text_with_images_blocked(browser: Browser, email: Email, scheme: st
         assert gaps and min(gaps) >= 8, gaps
     finally:
         page.context.close()
+
+
+RTL_ISSUE = """\
+subject: "النشرة: أهم أخبار التعلم الآلي"
+date: 2021-05-31
+language: ar
+preheader: "ملخص الشهر"
+intro: |
+  مرحبا {{ subscriber.name | default("قارئ") }}!
+sections:
+  - title: "القسم الأول"
+    links:
+      - {label: "مقال", url: "https://example.org/paper"}
+    body: |
+      هذا نص عربي مع [رابط](https://example.org/ar) ورقم 2021.
+
+      - عنصر أول
+
+      > اقتباس
+"""
+
+
+def test_a_right_to_left_issue_reads_right_to_left(browser: Browser, settings: Settings, tmp_path: Path) -> None:
+    # an Arabic issue was laid out left to right: "!مرحبا قارئ" with its "!" at the wrong end, text,
+    # bullets and the quote's rule on the left
+    source = tmp_path / "ar.yaml"
+    source.write_text(RTL_ISSUE, encoding="utf-8")
+    html = next(p for p in write_rendered(prepare(source, settings), settings, tmp_path) if p.suffix == ".html")
+    page = open_email(browser, html.read_text(encoding="utf-8"), "375")
+    read = """sel => { const el = document.querySelector(sel), s = getComputedStyle(el), box = el.getBoundingClientRect();
+                       return {dir: s.direction, align: s.textAlign, left: box.left, right: box.right,
+                               pl: parseFloat(s.paddingLeft), pr: parseFloat(s.paddingRight),
+                               bl: parseFloat(s.borderLeftWidth), br: parseFloat(s.borderRightWidth)} }"""
+    for selector in (".nl-title h1", ".nl-prose p", ".nl-links"):
+        style = page.evaluate(read, selector)
+        assert style["dir"] == "rtl" and style["align"] in ("right", "-webkit-right"), (selector, style)
+    ul, quote = page.evaluate(read, ".nl-prose ul"), page.evaluate(read, ".nl-prose blockquote")
+    assert ul["pr"] > 0 and ul["pl"] == 0, ul  # bullets on the right, inside the text column
+    assert quote["br"] > 0 and quote["bl"] == 0, quote
+    page.context.close()
+    # and a left-to-right issue stays as it was
+    english = open_email(browser, next(p for p in write_rendered(prepare(ROOT / "issues" / "2021-03.yaml", settings),
+                                                                 settings, tmp_path) if p.suffix == ".html")
+                         .read_text(encoding="utf-8"), "375")
+    assert english.evaluate(read, ".nl-prose p")["dir"] == "ltr"
+    english.context.close()

@@ -7,6 +7,7 @@ import email
 import random
 import re
 from email import policy
+from email.header import decode_header, make_header
 from urllib.parse import quote
 
 import pytest
@@ -216,3 +217,26 @@ def test_non_ascii_addresses_over_smtp(serve):
     # the recorder parses without utf8: raw UTF-8 header bytes come back surrogate-escaped
     assert rcpts == ["анна@пример.рф"] and str(msg["To"]).encode("utf-8", "surrogateescape").decode() == rcpts[0]
     assert msg["Subject"] == "Привет Анна" and msg.get_body(("plain",)).get_content().strip() == "Анна"
+
+
+@pytest.mark.parametrize("subject", ["Hi NLMF1T", "Привет, NLMF1T — март"])
+@pytest.mark.parametrize("name", ["=?utf-8?q?Eve=0D=0ABcc:_victim@example.net?=",
+                                  "=?utf-8?b?RXZlDQpCY2M6IHZpY3RpbUBleGFtcGxlLm5ldA==?=",
+                                  "Ann =?utf-8?q?Ma=C3=AFa?= " + "Long " * 20])
+def test_an_encoded_word_in_a_readers_value_is_text_not_a_line_break(subject, name):
+    # the email package decodes RFC 2047 syntax in any value it is given: a name written as an
+    # encoded word of "Eve\r\nBcc: ..." came out as a second header line in To: and Subject:
+    from newsletter.providers.smtp.data import DataTemplate
+
+    envelope = Envelope("2021-03", "d@example.org", "D", None, subject, "<p>NLMF1H</p>", "NLMF1T", 2)
+    p = Personalization("eve@example.com", name, ("u", name), ("u", name), {})
+    for raw in (build_message(envelope, p).as_bytes(), message_bytes(envelope, p)[0],
+                DataTemplate(envelope).data(p)[0]):
+        head = raw.split(b"\n\n" if b"\r\n" not in raw else b"\r\n\r\n")[0]
+        assert not re.search(rb"(?im)^bcc:", head), head
+        msg = email.message_from_bytes(raw, policy=policy.default)
+        assert not msg.defects and msg["Subject"] == envelope.fill(p)[0]
+        # RFC 2047's decoding (the modern parser adds a space between encoded words in a phrase)
+        to = email.message_from_bytes(raw, policy=policy.compat32)["To"]
+        display, _, address = to.rpartition(" <")
+        assert str(make_header(decode_header(display))) == name and address == "eve@example.com>"
