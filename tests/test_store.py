@@ -173,3 +173,13 @@ def test_a_commit_that_fails_leaves_no_transaction_open(tmp_path: Path) -> None:
     with db.transaction():
         assert db.execute("SELECT count(*) FROM suppressions") == [(0,)]
     db.close()
+
+
+def test_a_reader_handed_over_again_loses_the_earlier_answer(tmp_path: Path, database_url: str | None) -> None:
+    """A reader refused with 451, then handed over again when the process died: its row must not
+    still say "451", which reads as "not delivered" while this copy may well have been."""
+    with open_store(tmp_path, database_url) as store, store.send_record("2021-03") as record:
+        record.mark_in_flight("b1", "smtp", [person("a@example.com")])
+        record.record(BatchResult(retry={"a@example.com": "451 4.3.0 try later"}))
+        record.mark_in_flight("b2", "smtp", [person("a@example.com")])  # ...and then kill -9
+        assert store.db.execute("SELECT state, answer, attempts FROM deliveries") == [(IN_FLIGHT, None, 2)]
