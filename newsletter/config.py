@@ -294,8 +294,10 @@ def find_config(start: Path | None = None) -> Path | None:
 
 
 def _line_of(text: str, key: str) -> int | None:
-    # `key = ...`, or a table `[key]` (a misspelt table is an unknown setting too)
-    m = re.search(rf"^\s*(?:{re.escape(key)}\s*=|\[\s*{re.escape(key)}\s*\])", text, re.MULTILINE)
+    """Line of `key = ...`, or else of the table `[key]` (a misspelt `[smpt]`, `[newsletter.smtp]`)."""
+    k = re.escape(key)  # [ \t]*, not \s*: that would start the match on a blank line above
+    m = (re.search(rf"^[ \t]*{k}[ \t]*=", text, re.MULTILINE)
+         or re.search(rf"^[ \t]*\[[ \t]*(?:[\w-]+[ \t]*\.[ \t]*)*{k}[ \t]*\]", text, re.MULTILINE))
     return text.count("\n", 0, m.start()) + 1 if m else None
 
 

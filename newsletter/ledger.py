@@ -121,7 +121,8 @@ class DeliveryRecord:
                    VALUES (?, ?, ?, 'in_flight', 1, ?, ?, ?, ?)
                    ON CONFLICT (issue, email_key) DO UPDATE SET
                        state = 'in_flight', attempts = deliveries.attempts + 1, batch = excluded.batch,
-                       provider = excluded.provider, updated_at = excluded.updated_at""",
+                       provider = excluded.provider, updated_at = excluded.updated_at,
+                       answer = NULL""",  # an earlier try's answer ("451 ...") is not this one's
                 [(self.issue, key_of(p.email), p.email, batch_id, provider, stamp, stamp) for p in batch],
             )
 
@@ -148,7 +149,7 @@ class DeliveryRecord:
                        VALUES (?, ?, ?, 'in_flight', 0, ?, ?, ?, ?)
                        ON CONFLICT (issue, email_key) DO UPDATE SET
                            state = 'in_flight', batch = excluded.batch, provider = excluded.provider,
-                           updated_at = excluded.updated_at
+                           updated_at = excluded.updated_at, answer = NULL
                        WHERE deliveries.state IN ('retry', 'failed')
                        RETURNING email_key""", row)
                 taken.update(r[0] for r in found)

@@ -189,6 +189,9 @@ class ParallelSend:
             try:
                 if pending is not None:
                     self.record.step(pending)
+            except BaseException as e:  # noqa: BLE001 - e.g. the disk is full: the main thread raises it
+                self.errors.append(e)
+                self.d.stop.requested = True
             finally:
                 provider.close()
 

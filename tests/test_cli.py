@@ -135,6 +135,27 @@ def test_unknown_setting_is_located(project, cli):
     assert f"newsletter.toml:{line}: smtp.hots: unknown setting; check the spelling" in r.err
 
 
+def test_a_wrong_value_after_blank_lines_is_located_on_its_own_line(project, cli):
+    cfg = project.root / "newsletter.toml"  # the line used to be the first blank one above it
+    cfg.write_text(cfg.read_text().replace("[smtp]\n", "[smtp]\n\n\nport = 0\n", 1).replace("port = 2525\n", ""))
+    project.write_issue(SMALL_ISSUE)
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    line = cfg.read_text().splitlines().index("port = 0") + 1
+    assert r.code == 1 and f"newsletter.toml:{line}: smtp.port: Input should be greater" in r.err, r.err
+
+
+@pytest.mark.parametrize("table", ["[smpt]", "[ sendgird ]", "[newsletter.sendgird]"])
+def test_a_misspelt_table_is_located(project, cli, table):
+    cfg = project.root / "newsletter.toml"
+    cfg.write_text(cfg.read_text() + f"\n{table}\nport = 25\n")
+    project.write_issue(SMALL_ISSUE)
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    line = cfg.read_text().splitlines().index(table) + 1
+    name = table.strip("[] ").rpartition(".")[2]
+    assert r.code == 1
+    assert f"newsletter.toml:{line}: {name}: unknown setting; check the spelling" in r.err, r.err
+
+
 def test_url_templates_and_addresses_are_checked_at_load(project, cli):
     project.write_issue(SMALL_ISSUE)
     cfg = project.root / "newsletter.toml"

@@ -309,6 +309,35 @@ def test_smtp_port_from_the_environment_is_checked_and_named(project, port, says
         settings(project, NEWSLETTER_SMTP_PORT=port)
 
 
+@pytest.mark.parametrize("var, value, says", [
+    ("NEWSLETTER_SMTP_TIMEOUT", "inf", "less than or equal to 3600"),  # was an OverflowError at connect
+    ("NEWSLETTER_SMTP_TIMEOUT", "1e300", "less than or equal to 3600"),
+    ("NEWSLETTER_SMTP_RATE", "0/s", "a count above 0"),  # was no limit at all
+    ("NEWSLETTER_SMTP_RATE", "0.0/h", "a count above 0"),
+    ("NEWSLETTER_SMTP_HOST", " ", "is not a host name"),  # was "please run connect() first", retried
+    ("NEWSLETTER_SMTP_HOST", "smtp example.org", "is not a host name"),
+    ("NEWSLETTER_SMTP_USERNAME", "émile", "outside ASCII"),  # was a UnicodeEncodeError at login
+    ("NEWSLETTER_SMTP_PASSWORD", "pässwörd-0123456789", "outside ASCII"),
+])
+def test_smtp_settings_that_cannot_work_are_refused_and_named(project, var, value, says):
+    with pytest.raises(ConfigError) as e:
+        settings(project, **{var: value})
+    assert str(e.value).startswith(f"environment variable {var}: smtp.") and says in str(e.value)
+    assert "pässwörd" not in str(e.value)  # the password is never echoed
+
+
+def test_a_non_ascii_smtp_password_leaves_nobody_unknown(project, cli):
+    """It used to fail at login with exit 70, after every connection's first reader was marked in
+    flight: readers never sent then showed as unknown."""
+    project.write_issue(SMALL_ISSUE, "issue.yaml")
+    project.write_list("email,name\na@example.com,A\n")
+    r = cli("send", "issues/issue.yaml", "--list", "readers", "--provider", "smtp", "--send", "--yes",
+            cwd=project.root, env={"NEWSLETTER_SECRET": SECRET, "NEWSLETTER_SMTP_USERNAME": "bob",
+                                   "NEWSLETTER_SMTP_PASSWORD": "pässwörd-0123456789"})
+    assert r.code == 1 and "NEWSLETTER_SMTP_PASSWORD: smtp.password" in r.err and "pässwörd" not in r.output
+    assert not (project.root / ".newsletter" / "sends.sqlite3").exists()
+
+
 def test_smtp_port_in_the_file_is_located(project):
     cfg = project.root / "newsletter.toml"
     cfg.write_text(cfg.read_text().replace("port = 2525", "port = 70000"))

@@ -177,6 +177,51 @@ def test_ctrl_c_with_four_connections_records_everything_and_resumes(project, se
     assert handler.copies() == {f"reader{i}@example.com": 1 for i in range(n)}
 
 
+def test_a_state_store_failing_mid_send_is_a_message_and_loses_nobody(project, serve, monkeypatch):
+    """A full disk (or a read-only folder) while the connections write the record: one message, no
+    thread's traceback, exit 1; the rerun sends everyone else once and reports the unknown."""
+    import threading
+
+    from newsletter.ledger import DeliveryRecord
+
+    n = 60
+    handler = Recorder()
+    env = setup(project, serve(handler), n, connections=4)
+    real_step, calls, hooked = DeliveryRecord.step, [0], []
+
+    def step(self, *args, **kwargs):  # noqa: ANN001, ANN202
+        calls[0] += 1
+        if calls[0] > 20:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(DeliveryRecord, "step", step)
+    monkeypatch.setattr(threading, "excepthook", hooked.append)
+    r = send(project, env)
+    assert r.code == 1, r.output
+    assert "error: the state store" in r.err and "sends.sqlite3 failed: database or disk is full" in r.err
+    assert "run the same command again" in r.err
+    assert "Traceback" not in r.output and "internal error" not in r.err and not hooked
+    monkeypatch.setattr(DeliveryRecord, "step", real_step)
+    unknown = {e for e, s in states(project).items() if s == "in_flight"}
+    r = send(project, env)
+    assert r.code == (3 if unknown else 0), r.output
+    copies = handler.copies()
+    assert all(copies.get(f"reader{i}@example.com") == 1 for i in range(n)
+               if f"reader{i}@example.com" not in unknown)
+    assert all(copies.get(e, 0) <= 1 for e in unknown) and set(report(project)["unknown"]) == unknown
+
+
+def test_a_state_store_that_cannot_be_opened_is_a_message(project, serve):
+    env = setup(project, serve(Recorder()), 3)
+    (project.root / ".newsletter" / "sends.sqlite3").mkdir(parents=True)  # not a database file
+    for extra in ((), ("--send", "--yes")):
+        r = run_cli(*ARGS[:6], *extra, cwd=project.root, env=env)
+        assert r.code == 1, r.output
+        assert "sends.sqlite3 failed: unable to open database file" in r.err and "writable" in r.err
+        assert "internal error" not in r.err
+
+
 def test_worker_needs_postgresql(project, serve):
     env = setup(project, serve(Recorder()), 3)
     r = send(project, env, "--worker")

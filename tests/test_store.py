@@ -158,3 +158,42 @@ def test_a_transaction_inside_another_joins_it(tmp_path: Path, database_url: str
                 raise RuntimeError("the delivery fails halfway")
         assert store.suppressions.get("gone@example.com") is None
         assert store.events.add("ev-9", "sendgrid", "bounce", "gone@example.com", "2021-03", None)
+
+
+def test_a_commit_that_fails_leaves_no_transaction_open(tmp_path: Path) -> None:
+    """SQLite keeps a transaction open when its COMMIT fails (a full disk): rolled back, so the
+    connection is not left inside it and the next transaction starts cleanly."""
+    from newsletter.store.db import connect_sqlite
+
+    db = connect_sqlite(tmp_path)
+    real = db.conn
+
+    class FullDisk:
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        def execute(self, sql: str, *args: object) -> object:
+            if sql == "COMMIT":
+                raise sqlite3.OperationalError("database or disk is full")
+            return real.execute(sql, *args)
+
+    db.conn = FullDisk()  # type: ignore[assignment]
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        with db.transaction():
+            db.execute("INSERT INTO suppressions (email_key, email, reason, source, created_at) "
+                       "VALUES ('a@example.com', 'a@example.com', 'manual', 'cli', 'now')")
+    assert not real.in_transaction
+    db.conn = real
+    with db.transaction():
+        assert db.execute("SELECT count(*) FROM suppressions") == [(0,)]
+    db.close()
+
+
+def test_a_reader_handed_over_again_loses_the_earlier_answer(tmp_path: Path, database_url: str | None) -> None:
+    """A reader refused with 451, then handed over again when the process died: its row must not
+    still say "451", which reads as "not delivered" while this copy may well have been."""
+    with open_store(tmp_path, database_url) as store, store.send_record("2021-03") as record:
+        record.mark_in_flight("b1", "smtp", [person("a@example.com")])
+        record.record(BatchResult(retry={"a@example.com": "451 4.3.0 try later"}))
+        record.mark_in_flight("b2", "smtp", [person("a@example.com")])  # ...and then kill -9
+        assert store.db.execute("SELECT state, answer, attempts FROM deliveries") == [(IN_FLIGHT, None, 2)]

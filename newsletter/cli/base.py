@@ -8,6 +8,7 @@ Exit codes: 0 done; 1 invalid input or failed checks; 2 usage; 3 incomplete send
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,12 +92,34 @@ class _Group(click.Group):
             ctx.exit(EXIT_INVALID)
         except (click.ClickException, click.exceptions.Exit):
             raise
-        except Exception as e:  # a bug, not bad input: say so briefly; the traceback is on request
+        except Exception as e:
+            if (where := _state_store(ctx, e)) is not None:  # a full disk, a read-only folder, ...
+                say(f"error: the state store {where} failed: {e}; make sure there is free space and "
+                    "that its folder is writable (NEWSLETTER_STATE_DIR), or that PostgreSQL answers, "
+                    "then run the same command again: a send goes on where it stopped, and reports "
+                    "the readers whose message was out at that moment as unknown", "red", stderr=True)
+                ctx.exit(EXIT_INVALID)
+            # a bug, not bad input: say so briefly; the traceback is on request
             if os.environ.get("NEWSLETTER_DEBUG"):
                 raise
             say(f"internal error: {type(e).__name__}: {e}. This is a bug in newsletter; rerun with "
                 "NEWSLETTER_DEBUG=1 for the traceback and report it.", "red", stderr=True)
             ctx.exit(EXIT_BUG)
+
+
+def _state_store(ctx: click.Context, e: Exception) -> str | None:
+    """Where the state store is, when `e` is its database failing (SQLite or PostgreSQL); else None."""
+    import sqlite3
+
+    psycopg = sys.modules.get("psycopg")  # loaded only with NEWSLETTER_DATABASE_URL
+    if not isinstance(e, sqlite3.Error) and not (psycopg is not None and isinstance(e, psycopg.Error)):
+        return None
+    from ..store.db import SQLITE_NAME, _without_password
+
+    settings = ctx.obj._settings if isinstance(ctx.obj, _Context) else None
+    if settings is not None and settings.database_url:
+        return _without_password(settings.database_url)
+    return str((settings.state_dir if settings is not None else Path(".newsletter")) / SQLITE_NAME)
 
 
 class _ProviderChoice(click.Choice):

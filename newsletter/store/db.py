@@ -82,10 +82,11 @@ class Database:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield
+                self.conn.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                if self.conn.in_transaction:  # a failed COMMIT (a full disk) leaves it open
+                    self.conn.execute("ROLLBACK")
                 raise
-            self.conn.execute("COMMIT")
         finally:
             self._depth = 0
 

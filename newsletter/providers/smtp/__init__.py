@@ -20,7 +20,7 @@ class SMTPSettings(BaseModel):
     security: Literal["none", "starttls", "ssl"] = "none"
     username: str | None = None
     password: str | None = Field(default=None, exclude=True, repr=False)  # NEWSLETTER_SMTP_PASSWORD only
-    timeout: float = Field(default=30.0, gt=0)
+    timeout: float = Field(default=30.0, gt=0, le=3600)  # a socket cannot wait forever (inf: crash)
     # Messages in flight at once, one connection each. 4: hosted relays (SES, Mailgun, Postmark,
     # Gmail/Workspace) accept a handful of concurrent connections per sender and some start
     # refusing (421/451 "too many connections") beyond ~5-10; Postfix's default per-client limit
@@ -32,10 +32,26 @@ class SMTPSettings(BaseModel):
     @field_validator("rate")
     @classmethod
     def _rate(cls, v: str | None) -> str | None:
-        if v is not None and not _RATE.fullmatch(v.strip()):
-            raise ValueError(f"{v!r} is not a rate: write it as a count per second, minute or hour, "
-                             "e.g. \"14/s\", \"600/m\" or \"5000/h\"")
+        m = _RATE.fullmatch(v.strip()) if v is not None else None
+        if v is not None and (m is None or not float(m[1])):  # "0/s" would mean no limit at all
+            raise ValueError(f"{v!r} is not a rate: write it as a count above 0 per second, minute or "
+                             "hour, e.g. \"14/s\", \"600/m\" or \"5000/h\"")
         return v.strip() if v else None
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if not v.strip() or any(c.isspace() or not c.isprintable() for c in v.strip()):
+            raise ValueError(f"{v!r} is not a host name: write one like smtp.example.org or an IP address")
+        return v.strip()
+
+    @field_validator("username", "password")
+    @classmethod
+    def _ascii(cls, v: str | None) -> str | None:
+        if v is not None and not v.isascii():  # never echo the value: the password is a secret
+            raise ValueError("has a character outside ASCII, and SMTP login (Python's smtplib) sends "
+                             "ASCII only; use an ASCII user name and password for this relay")
+        return v
 
     @property
     def per_second(self) -> float | None:
