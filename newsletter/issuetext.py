@@ -135,6 +135,10 @@ def _link_problem(href: str) -> str | None:
         return "a link without a URL; write [label](https://...)"
     if href.strip().lower().startswith(SAFE_MARKDOWN_SCHEMES):
         return None
+    if href.startswith(MERGE_TOKEN):
+        return ("a link whose URL starts with a merge field: a reader's cell would choose where the link goes "
+                "(javascript: included); start it with https:// and put the field after, e.g. "
+                "https://example.org/?c={{ subscriber.x | urlencode }}")
     shown = shorten(unquote(href))
     # what a browser would make of it: it drops tabs, line breaks and other controls inside a URL
     seen = re.sub(r"[\x00-\x20\x7f-\x9f]", "", unquote(href)).lower()
@@ -163,6 +167,36 @@ def markdown_targets(text: str) -> Iterator[tuple[int | None, str, str, str]]:
                 yield line, "image", str(tok.attrGet("src") or ""), tok.content
 
 
+def unencoded_url_fields(text: str) -> Iterator[tuple[int | None, str]]:
+    """(line inside the text, expression) of each merge field inside a link's or image's URL, after
+    the URL's start, without `| urlencode` last: a value with a space, &, # or ? there breaks that
+    reader's link (`?c={{ subscriber.company }}` for "A, B & C" ends the parameter at the &). A field
+    that is the whole URL, or its start, is a URL of the reader's own and is left alone."""
+    exprs: list[str] = []
+
+    def numbered(expr: str) -> str:  # letters and digits: the URL keeps its shape, as when rendering
+        exprs.append(expr)
+        return f"NLMFURL{len(exprs) - 1}X"
+
+    try:
+        tokenized = merge.tokenize(text, numbered)
+    except merge.MergeFieldError:  # reported by validation
+        return
+    for block in _md.parse(tokenized):
+        if block.type != "inline" or not block.children:
+            continue
+        line = block.map[0] if block.map else None
+        for tok in block.children:
+            if tok.type in ("softbreak", "hardbreak") and line is not None:
+                line += 1
+            url = str(tok.attrGet("href") or "") if tok.type == "link_open" else \
+                str(tok.attrGet("src") or "") if tok.type == "image" else ""
+            for m in re.finditer(r"NLMFURL(\d+)X", url):
+                expr = exprs[int(m.group(1))]
+                if m.start() > 0 and merge.last_filter(expr) != "urlencode":
+                    yield line, expr
+
+
 @lru_cache(maxsize=256)
 def markdown_findings(text: str) -> tuple[Finding, ...]:
     """Links and images in Markdown: unsafe links (invalid), images without alt text (a check error),
@@ -181,6 +215,11 @@ def markdown_findings(text: str) -> tuple[Finding, ...]:
         if not alt.strip():
             found.append(Finding(line, f"image {shorten(url)} has no alt text: write "
                                        f"![what it shows]({shorten(url)})", invalid=False))
+    for line, expr in unencoded_url_fields(text):
+        field = "{{ " + " ".join(expr.split()) + " }}"
+        found.append(Finding(line, f"merge field {field} is inside a link's URL: a value with a space, &, # or ? "
+                                   f"would break that reader's link; write {field[:-3]} | urlencode }}}}",
+                             "warning", invalid=False))
     return tuple(found)
 
 

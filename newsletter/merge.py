@@ -35,6 +35,7 @@ ALLOWED_FILTERS: dict[str, int] = {
     "default": 1, "d": 1,  # default("reader"): shown when the reader's cell is missing or empty
     "title": 0, "upper": 0, "lower": 0, "capitalize": 0,
     "trim": 1,  # trim(), or trim(".") to strip given characters
+    "urlencode": 0,  # percent-encoded, for a value inside a link's URL (A, B & C -> A%2C%20B%20%26%20C)
 }
 EXAMPLE = '{{ subscriber.name | default("reader") }}'
 
@@ -187,6 +188,12 @@ def parse_fields(text: str) -> list[str]:
 def referenced_columns(text: str) -> set[str]:
     """Subscriber columns a text's merge fields read (`subscriber.x` and `subscriber['x']`)."""
     return {_checked(expr).column for expr in parse_fields(text)}
+
+
+def last_filter(expr: str) -> str | None:
+    """The filter a checked expression applies last (`urlencode` in `subscriber.x | urlencode`)."""
+    filters = _checked(expr).filters
+    return filters[-1][0] if filters else None
 
 
 def column_offsets(text: str) -> list[tuple[int, str]]:

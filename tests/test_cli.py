@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
+
 import pytest
 
 from conftest import EXAMPLE, REPO, SMALL_ISSUE
@@ -256,3 +259,35 @@ def test_an_issue_file_name_with_a_line_break_is_refused_not_a_crash(project, cl
         assert r.code == 1, r.output
         assert "the file name has a control character (U+000A" in r.err and "internal error" not in r.err
     assert not (project.root / "outbox").exists()
+
+
+def test_a_merge_field_in_a_link_url_is_flagged_and_urlencode_keeps_each_readers_link_whole(project, cli):
+    """?c={{ subscriber.company }} for "A, B & C" would end the parameter at the & (and the text
+    part's URL at the first space): check warns at the field's line; `| urlencode` fixes it."""
+    issue = SMALL_ISSUE.replace("  P.S. Reply", "  See [your page](https://example.org/p?c={{ subscriber.company }}&x=1)"
+                                "\n  and [this one](https://example.org/q?c={{ subscriber.company | urlencode }}).\n\n  P.S. Reply")
+    project.write_issue(issue)
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    assert r.code == 0, r.output
+    line = next(i for i, ln in enumerate(issue.splitlines(), 1) if "/p?c=" in ln)
+    assert (f"issues/issue.yaml:{line}: outro: warning: merge field {{{{ subscriber.company }}}} is inside a link's "
+            "URL") in r.err and "write {{ subscriber.company | urlencode }}" in r.err, r.err
+    assert r.err.count("inside a link's URL") == 1  # not the encoded one
+
+    project.write_list('email,name,company\na@example.org,Ann,"A, B & C"\n')
+    r = cli("send", "issues/issue.yaml", "--list", "readers", cwd=project.root,
+            env={"NEWSLETTER_SECRET": "a-test-secret-0123456789abcdefghij"})
+    assert r.code == 0, r.output
+    [sample] = (project.root / "outbox" / "issue").glob("sample-*.eml")
+    message = email.message_from_bytes(sample.read_bytes(), policy=email.policy.default)
+    html_part = message.get_body(("html",)).get_content()
+    text_part = message.get_body(("plain",)).get_content()
+    assert 'href="https://example.org/q?c=A%2C%20B%20%26%20C"' in html_part
+    assert "(https://example.org/q?c=A%2C%20B%20%26%20C)" in text_part
+
+
+def test_a_link_whose_url_is_a_merge_field_says_so(project, cli):
+    project.write_issue(SMALL_ISSUE.replace("  P.S. Reply", "  See [your page]({{ subscriber.site }}).\n\n  P.S. Reply"))
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    assert r.code == 1
+    assert "a link whose URL starts with a merge field" in r.err and "NLMF" not in r.err, r.err

@@ -277,6 +277,7 @@ def test_the_biggest_file_of_four_byte_characters_reaches_the_html_intact(projec
     ("subscriber.city | capitalize", {"city": "paris"}, "Paris"),
     ("subscriber.items", {}, ""),  # a dict method name reads the column, never the method
     ("subscriber.items", {"items": "3"}, "3"),
+    ("subscriber.company | urlencode", {"company": "A, B & C/#?"}, "A%2C%20B%20%26%20C/%23%3F"),
 ])
 def test_allowed_merge_fields_fill_as_documented(expr, row, expected):
     assert merge.parse_fields("Hi {{ " + expr + " }}!") == [expr]
