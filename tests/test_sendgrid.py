@@ -349,10 +349,26 @@ def test_413_then_an_outage_leaves_the_rest_to_retry_unasked(standin: StandIn) -
 def test_auth_errors_point_at_the_key_without_showing_it(standin: StandIn, status: int) -> None:
     # a server that echoes the credentials back must not get them into our messages either
     standin.replies.append((status, {}, error_json((f"bad credentials: Bearer {KEY}", None))))
-    result = provider(standin.url).send(envelope(), [person(1)])
-    message = result.failed["reader1@example.com"]
-    assert f"SendGrid: {status}" in message and "check SENDGRID_API_KEY" in message
+    with pytest.raises(ConfigError) as refused:
+        provider(standin.url).send(envelope(), [person(1)])
+    message = str(refused.value)
+    assert f"SendGrid: {status}" in message and "SENDGRID_API_KEY" in message
     assert KEY not in message
+    assert ("verified sender" in message) == (status == 403)  # SendGrid's 403 for an unverified From too
+
+
+def test_a_refused_key_stops_the_send_after_one_request_and_nobody_is_marked_failed(standin: StandIn,
+                                                                                    project) -> None:
+    standin.replies = [(401, {}, error_json(("The provided authorization grant is invalid, expired, or revoked",
+                                             None)))]
+    r = _cli_send(project, standin.url, 2500, "--send", "--yes")
+    assert r.code != 0 and "internal error" not in r.err and "Traceback" not in r.err
+    assert "authorization grant is invalid" in r.err and "check SENDGRID_API_KEY" in r.err and KEY not in r.output
+    assert len(standin.requests) == 1  # not 3 more batches to be refused alike
+    again = _cli_send(project, standin.url, 2500, "--send", "--yes")  # the key fixed: everyone, once
+    assert again.code == 0, again.output
+    assert sorted(e for req in standin.requests[1:] for e in (p["to"][0]["email"] for p in req.json()["personalizations"])) \
+        == sorted(f"reader{i}@example.com" for i in range(2500))
 
 
 def test_unreachable_is_retried_but_no_answer_is_unknown(standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:

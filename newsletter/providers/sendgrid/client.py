@@ -70,6 +70,7 @@ class SendGridProvider:
         self._client = SendGridAPIClient(settings.api_key, host=self.api_url).client
         self._client.request_headers["Content-Type"] = CONTENT_TYPE
         self._compress = settings.compress
+        self._refusal: str | None = None  # a 401/403 of this batch: see send
         if settings.compress:
             self._client.request_headers["Content-Encoding"] = "gzip"
 
@@ -91,7 +92,15 @@ class SendGridProvider:
                 result.failed[p.email] = f"same address as {seen[key]} in this batch; not sent"
         if not unique:  # the real API rejects an empty personalizations list
             return result
+        self._refusal = None
         self._post(envelope, unique, result)
+        if self._refusal is not None:
+            if not (result.sent or result.failed or result.unknown):
+                # the key (or the sender) is refused: every other batch would be too. Stop the run
+                # with the readers left waiting, as a wrong SMTP password does, instead of sending
+                # the whole list to be refused and marking everyone failed
+                raise ConfigError(self._refusal)
+            result.unreachable = True  # something went through first (a split batch): stop after it
         return result
 
     def _post(self, envelope: Envelope, batch: list[Personalization], result: BatchResult) -> None:
@@ -106,7 +115,7 @@ class SendGridProvider:
             if e.status_code == 413 and len(batch) > 1:
                 half = len(batch) // 2
                 for part in (batch[:half], batch[half:]):
-                    if result.unreachable:  # rate limited or down: the rest waits, unasked
+                    if result.unreachable or self._refusal is not None:  # the rest waits, unasked
                         reason = next(iter(result.retry.values()))
                         result.retry.update(dict.fromkeys((p.email for p in part), reason))
                     else:
@@ -228,8 +237,11 @@ class SendGridProvider:
         phrase = http.client.responses.get(status, "error")
         detail = _errors(body)
         message = f"{status} {phrase}: {detail}" if detail else f"{status} {phrase}"
-        if status in (401, 403):
+        if status == 401:
             message += "; check SENDGRID_API_KEY (a valid key with Mail Send permission)"
+        elif status == 403:
+            message += ("; check that SENDGRID_API_KEY has Mail Send permission and that from_email is a "
+                        "verified sender (SendGrid: Settings > Sender Authentication)")
         elif status in (400, 415) and self._compress:
             message += ("; the request was gzip-compressed ([sendgrid] compress = true): unless SendGrid "
                         "has turned compression on for this account, set compress = false")
@@ -237,7 +249,10 @@ class SendGridProvider:
             message += ("; SendGrid refused the message as too large even for one reader (at most "
                         "30 MB a request): make the issue smaller")
         message = self._scrub(f"SendGrid: {message}")
-        if status in (408, 429) or status >= 500:
+        if status in (401, 403):  # nothing was sent: these readers wait for the next run
+            result.retry.update(dict.fromkeys(emails, message))
+            self._refusal = message
+        elif status in (408, 429) or status >= 500:
             result.retry.update(dict.fromkeys(emails, message))
             result.retry_after = _retry_after(headers)
             result.unreachable = True
