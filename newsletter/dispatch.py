@@ -194,7 +194,8 @@ class Dispatcher:
                 # count the rest without sending, so the report is whole
                 self.report.left_for_later += sum(1 for _ in todo)
         finally:
-            self.provider.close()
+            if parallel is None or not parallel.aborted:  # else a connection's thread may be using it
+                self.provider.close()
         self.report.take_list(subscribers)
         self.report.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         return self.report

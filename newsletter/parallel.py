@@ -87,6 +87,12 @@ class _Locked:
 
         return locked
 
+    def seal(self) -> None:
+        """Take the lock for good: on an abort (a second Ctrl-C) the main thread goes on to close the
+        database while the connections may still be running; sealed, none of them can be inside it
+        then, and any that tries waits until the process ends."""
+        self._lock.acquire()
+
     def guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """`fn` (another user of the same database connection) under the same lock."""
 
@@ -112,6 +118,7 @@ class ParallelSend:
         self.errors: list[BaseException] = []
         self.numbers = itertools.count(1)
         self.claim_size = 8 * len(self.providers)
+        self.aborted = False  # a second Ctrl-C: the connections are still running, see run
 
     def run(self, subscribers: SubscriberList, todo: Iterable[Any]) -> None:
         q: queue.Queue[Any] = queue.Queue(maxsize=2 * len(self.providers))
@@ -120,16 +127,25 @@ class ParallelSend:
         for t in threads:
             t.start()
         try:
-            for chunk in self._chunks(todo):
-                for p in chunk:
-                    if not self._put(q, p):
-                        self._left(1)
-        finally:
-            for _ in threads:
-                q.put(_END)  # blocks only while the connections drain what is queued
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.2)  # in steps: Ctrl-C reaches the main thread meanwhile
+            try:
+                for chunk in self._chunks(todo):
+                    for p in chunk:
+                        if not self._put(q, p):
+                            self._left(1)
+            finally:
+                for _ in threads:
+                    q.put(_END)  # blocks only while the connections drain what is queued
+                for t in threads:
+                    while t.is_alive():
+                        t.join(0.2)  # in steps: Ctrl-C reaches the main thread meanwhile
+        except KeyboardInterrupt:
+            # abort at once: the connections (daemon threads) are left as they are, each maybe in
+            # the middle of a reply; closing their sockets or the database under them crashed the
+            # interpreter. What they held stays in flight in the record: unknown, never resent.
+            self.aborted = True
+            self.d.stop.requested = True
+            self.record.seal()
+            raise
         if self.errors:
             raise self.errors[0]
 

@@ -281,6 +281,26 @@ def test_ctrl_c_finishes_the_batch_records_it_and_resumes(project, serve, databa
     assert copies(handler, 20) == [1] * 20
 
 
+def test_a_second_ctrl_c_aborts_and_says_who_is_unknown_and_what_to_do(project, serve, database_url):
+    handler = Recorder(hold_at=3)  # the 3rd message hangs at the server: its batch cannot finish
+    env = setup(project, serve, handler, n=10, database_url=database_url)
+    env["NEWSLETTER_SMTP_CONNECTIONS"] = "1"
+    proc = _start_send(project, env)
+    assert handler.holding.wait(60), "the send never reached the 3rd message"
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)  # "Ctrl-C again to abort at once"
+    out, err = proc.communicate(timeout=60)
+    handler.release.set()
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err
+    assert "aborted mid-send" in err and "unknown" in err and "run the same command again" in err, err
+    r = send(project, env, "--send", "--yes")  # the one in hand is unknown, never sent twice
+    assert r.code == 3 and "1 readers were handed to the provider with no answer recorded" in r.err, r.output
+    # the 3rd never completed at the server (the process died holding it) and, unknown, is not resent
+    assert copies(handler, 10) == [1, 1, 0, 1, 1, 1, 1, 1, 1, 1]
+
+
 def test_two_sends_of_one_issue_cannot_run_at_once(project, serve, database_url):
     from newsletter.errors import NewsletterError
     from newsletter.store import open_store

@@ -132,9 +132,16 @@ def _real_send(campaign: Campaign, yes: bool, limit: int | None, resend_unknown:
     def on_ctrl_c() -> None:
         err.print("stopping after the current batch (Ctrl-C again to abort at once)", style="yellow")
 
-    with _progress(count) as advance, graceful_interrupt(stop, on_ctrl_c):
-        report = campaign.send(provider=sender, limit=limit, resend_unknown=resend_unknown, stop=stop,
-                               on_progress=advance, worker=worker)
+    try:
+        with _progress(count) as advance, graceful_interrupt(stop, on_ctrl_c):
+            report = campaign.send(provider=sender, limit=limit, resend_unknown=resend_unknown, stop=stop,
+                                   on_progress=advance, worker=worker)
+    except KeyboardInterrupt:
+        # the second Ctrl-C: what was being handed over has no recorded answer
+        err.print("aborted mid-send: the readers whose message was being handed over are unknown (recorded "
+                  "as in flight, never sent again by themselves); run the same command again: it lists "
+                  "them and sends everyone else, once", style="yellow")
+        raise
     _print_list_problems(report)
     _print_report(report, campaign)
     _print_outcome(report, campaign)
