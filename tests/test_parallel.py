@@ -222,6 +222,17 @@ def test_a_state_store_that_cannot_be_opened_is_a_message(project, serve):
         assert "internal error" not in r.err
 
 
+def test_a_state_folder_that_is_a_file_is_a_message(project, serve):
+    env = setup(project, serve(Recorder()), 3)
+    (project.root / "state").write_text("not a folder")
+    env["NEWSLETTER_STATE_DIR"] = str(project.root / "state")
+    for extra in ((), ("--send", "--yes")):
+        r = run_cli(*ARGS[:6], *extra, cwd=project.root, env=env)
+        assert r.code == 1, r.output
+        assert "state folder" in r.err and "is a file: point it at a folder" in r.err, r.err
+        assert "File exists" not in r.err and "internal error" not in r.err
+
+
 def test_worker_needs_postgresql(project, serve):
     env = setup(project, serve(Recorder()), 3)
     r = send(project, env, "--worker")

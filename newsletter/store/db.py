@@ -170,6 +170,9 @@ def connect_sqlite(state_dir: Path, *, create: bool = True) -> Database:
     """The SQLite store in `state_dir`; with create=False and no file yet, an empty one in memory
     (a dry run creates nothing on disk)."""
     path = state_dir / SQLITE_NAME
+    if state_dir.exists() and not state_dir.is_dir():
+        raise ConfigError(f"the state folder {state_dir} (NEWSLETTER_STATE_DIR) is a file: point it at a folder, "
+                          "where the send record lives (default .newsletter/)")
     if not path.exists() and not create:
         db = Database(sqlite3.connect(":memory:", isolation_level=None), "sqlite", ":memory:", state_dir)
     else:
