@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .colors import AA, WHITE, contrast, palette
@@ -17,6 +18,8 @@ SIZE_ERROR = 102_000
 SIZE_WARNING = 90_000
 SUBJECT_MAX = 78  # RFC 5322's line length; longer subjects are cut in most inbox lists
 PREHEADER_MAX = 110  # inbox previews show roughly 40–110 characters
+# `{ subscriber.name }`: a merge field with one brace each side, which nothing fills
+_SINGLE_BRACES = re.compile(r"(?<!\{)\{\s*(subscriber\s*(?:\.\s*\w+|\[[^\]{}]{1,60}\])[^{}]{0,60}?)\s*\}(?!\})")
 
 
 def check_issue(issue: Issue, path: Path, settings: Settings, rendered: Rendered) -> list[Problem]:
@@ -47,6 +50,10 @@ def check_issue(issue: Issue, path: Path, settings: Settings, rendered: Rendered
         if loc[-1] in MARKDOWN_FIELDS:
             for f in markdown_findings(text):
                 add(loc, f.message, f.severity, f.line)
+        for m in _SINGLE_BRACES.finditer(text):
+            field = " ".join(m.group(1).split())
+            add(loc, f"{{ {field} }} has single braces and reaches every reader as written; a merge field is "
+                f"{{{{ {field} }}}}", line=text.count("\n", 0, m.start()))
     cfg = settings.path or "newsletter.toml"
     if settings.brand.logo and not settings.brand.logo.startswith("https://"):
         found.append(Problem(cfg, settings.line_of("logo"), "brand.logo",

@@ -291,3 +291,14 @@ def test_a_link_whose_url_is_a_merge_field_says_so(project, cli):
     r = cli("check", "issues/issue.yaml", cwd=project.root)
     assert r.code == 1
     assert "a link whose URL starts with a merge field" in r.err and "NLMF" not in r.err, r.err
+
+
+def test_single_braces_around_a_merge_field_are_a_warning_at_their_line(project, cli):
+    issue = SMALL_ISSUE.replace("  P.S. Reply", "  Dear { subscriber.name },\n\n  P.S. Reply")
+    project.write_issue(issue)
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    assert r.code == 0, r.output
+    line = next(i for i, ln in enumerate(issue.splitlines(), 1) if "Dear {" in ln)
+    assert (f"issues/issue.yaml:{line}: outro: warning: {{ subscriber.name }} has single braces" in r.err
+            and "a merge field is {{ subscriber.name }}" in r.err), r.err
+    assert r.err.count("single braces") == 1  # the real merge fields ({{ ... }}) are not flagged
