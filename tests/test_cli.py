@@ -235,3 +235,16 @@ def test_an_issue_file_name_with_a_line_break_is_refused_not_a_crash(project, cl
         assert r.code == 1, r.output
         assert "the file name has a control character (U+000A" in r.err and "internal error" not in r.err
     assert not (project.root / "outbox").exists()
+
+
+def test_send_works_with_a_babel_older_than_2_19(project, cli, monkeypatch):
+    """pyproject allows babel>=2.14; babel.localedata.clear_caches (dropped before the list streams)
+    only came with 2.19, so without it a send keeps the locale data instead of failing (exit 70)."""
+    import babel.localedata
+
+    monkeypatch.delattr(babel.localedata, "clear_caches", raising=False)
+    project.write_issue(SMALL_ISSUE)
+    project.write_list("email,name\na@example.org,Ann\n")
+    r = cli("send", "issues/issue.yaml", "--list", "readers", cwd=project.root)
+    assert r.code == 0, r.output
+    assert "would receive it        1" in r.out

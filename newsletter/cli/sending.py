@@ -73,7 +73,9 @@ def _streaming() -> Iterator[None]:
     batch, so a million readers set off ~30 full passes, and each walked all of start-up again."""
     import babel.localedata
 
-    babel.localedata.clear_caches()
+    clear = getattr(babel.localedata, "clear_caches", None)  # Babel 2.19+; older ones keep the data
+    if clear is not None:
+        clear()
     gc.collect()  # start-up's own garbage goes now, not frozen with the rest
     gc.freeze()
     try:
