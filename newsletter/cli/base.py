@@ -54,6 +54,19 @@ def say(text: str, color: str | None = None, *, stderr: bool = False, bold: bool
     click.secho(text, fg=color, bold=bold, err=stderr)
 
 
+def print_table(table: Any) -> None:
+    """A rich table on standard output. Into a pipe or a CI log (no terminal) it is printed at its
+    natural width: rich would fit it into 80 columns, folding addresses and cutting paths short."""
+    from rich.console import Console
+
+    console = out.real()
+    if console.is_terminal:
+        console.print(table)
+        return
+    natural = console.measure(table, options=console.options.update_width(100_000)).maximum
+    Console(width=max(console.width, natural), highlight=False, soft_wrap=True).print(table)
+
+
 def _print_problems(problems: list[Problem]) -> None:
     for p in problems:
         say(str(p), "red" if p.severity == "error" else "yellow", stderr=True)

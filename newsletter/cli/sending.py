@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .base import (EXIT_INCOMPLETE, EXIT_INVALID, EXIT_OK, _Context,
-                   _print_problems, _ProviderChoice, cli, err, out)
+                   _print_problems, _ProviderChoice, cli, err, out, print_table)
 
 if TYPE_CHECKING:
     from ..campaign import Campaign
@@ -225,7 +225,7 @@ def _print_report(report: SendReport, campaign: Campaign) -> None:
     t.add_row("batches", f"{report.batches:,}", how)
     t.add_row("HTML size", f"{report.html_bytes:,}", "bytes, as a reader gets it")
     t.add_row("check warnings", f"{len(report.warnings):,}", "")
-    out.print(t)
+    print_table(t)
 
 
 def _print_list_problems(report: SendReport) -> None:
