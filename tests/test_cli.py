@@ -248,3 +248,22 @@ def test_send_works_with_a_babel_older_than_2_19(project, cli, monkeypatch):
     r = cli("send", "issues/issue.yaml", "--list", "readers", cwd=project.root)
     assert r.code == 0, r.output
     assert "would receive it        1" in r.out
+
+
+def test_a_reader_that_goes_away_stops_the_command_quietly(project):
+    """`newsletter check -v | head -1`: standard output closes early; no 'error: : Broken pipe' and no
+    Python complaint at exit, as other command-line tools behave."""
+    import subprocess
+    import sys
+
+    from conftest import clean_env
+
+    project.write_issue(SMALL_ISSUE)
+    proc = subprocess.Popen([sys.executable, "-m", "newsletter", "check", "issues/issue.yaml", "--verbose"],
+                            cwd=project.root, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 1
+    assert "Broken pipe" not in err and "Exception ignored" not in err and "Traceback" not in err, err

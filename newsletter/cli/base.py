@@ -8,6 +8,7 @@ Exit codes: 0 done; 1 invalid input or failed checks; 2 usage; 3 incomplete send
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,8 +100,14 @@ class _Group(click.Group):
         except click.Abort:  # Ctrl-C or end of input at a question
             say("aborted", stderr=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other tools do
+            try:  # and keep Python from failing again when it flushes standard output at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            ctx.exit(EXIT_INVALID)
         except OSError as e:
-            say(f"error: {e.filename or ''}: {e.strerror or e}", "red", stderr=True)
+            say(f"error: {f'{e.filename}: ' if e.filename else ''}{e.strerror or e}", "red", stderr=True)
             ctx.exit(EXIT_INVALID)
         except (click.ClickException, click.exceptions.Exit):
             raise
