@@ -267,3 +267,22 @@ def test_a_reader_that_goes_away_stops_the_command_quietly(project):
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 1
     assert "Broken pipe" not in err and "Exception ignored" not in err and "Traceback" not in err, err
+
+
+def test_preview_and_serve_refuse_a_port_in_use_before_announcing_it(project, cli):
+    """uvicorn's own bind failure exited 3 ("incomplete send") after preview had printed its URL."""
+    import socket
+
+    project.write_issue(SMALL_ISSUE)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        r = cli("preview", "issues/issue.yaml", "--port", port, cwd=project.root)
+        assert r.code == 2, r.output
+        assert f"cannot listen on 127.0.0.1:{port}: Address already in use; choose another --port" in r.err
+        assert "preview of" not in r.out
+        r = cli("serve", "--port", port, cwd=project.root,
+                env={"NEWSLETTER_SECRET": "a-real-key-for-this-test-0123456789abcdef"})
+        assert r.code == 2, r.output
+        assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.err
