@@ -302,3 +302,54 @@ def test_single_braces_around_a_merge_field_are_a_warning_at_their_line(project,
     assert (f"issues/issue.yaml:{line}: outro: warning: {{ subscriber.name }} has single braces" in r.err
             and "a merge field is {{ subscriber.name }}" in r.err), r.err
     assert r.err.count("single braces") == 1  # the real merge fields ({{ ... }}) are not flagged
+
+
+def test_send_works_with_a_babel_older_than_2_19(project, cli, monkeypatch):
+    """pyproject allows babel>=2.14; babel.localedata.clear_caches (dropped before the list streams)
+    only came with 2.19, so without it a send keeps the locale data instead of failing (exit 70)."""
+    import babel.localedata
+
+    monkeypatch.delattr(babel.localedata, "clear_caches", raising=False)
+    project.write_issue(SMALL_ISSUE)
+    project.write_list("email,name\na@example.org,Ann\n")
+    r = cli("send", "issues/issue.yaml", "--list", "readers", cwd=project.root)
+    assert r.code == 0, r.output
+    assert "would receive it        1" in r.out
+
+
+def test_a_reader_that_goes_away_stops_the_command_quietly(project):
+    """`newsletter check -v | head -1`: standard output closes early; no 'error: : Broken pipe' and no
+    Python complaint at exit, as other command-line tools behave."""
+    import subprocess
+    import sys
+
+    from conftest import clean_env
+
+    project.write_issue(SMALL_ISSUE)
+    proc = subprocess.Popen([sys.executable, "-m", "newsletter", "check", "issues/issue.yaml", "--verbose"],
+                            cwd=project.root, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 1
+    assert "Broken pipe" not in err and "Exception ignored" not in err and "Traceback" not in err, err
+
+
+def test_preview_and_serve_refuse_a_port_in_use_before_announcing_it(project, cli):
+    """uvicorn's own bind failure exited 3 ("incomplete send") after preview had printed its URL."""
+    import socket
+
+    project.write_issue(SMALL_ISSUE)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        r = cli("preview", "issues/issue.yaml", "--port", port, cwd=project.root)
+        assert r.code == 2, r.output
+        assert f"cannot listen on 127.0.0.1:{port}: Address already in use; choose another --port" in r.err
+        assert "preview of" not in r.out
+        r = cli("serve", "--port", port, cwd=project.root,
+                env={"NEWSLETTER_SECRET": "a-real-key-for-this-test-0123456789abcdef"})
+        assert r.code == 2, r.output
+        assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.err

@@ -7,6 +7,7 @@ network in tests): a .pth line lets it import them from the venv this test runs 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -103,3 +104,31 @@ def test_init_with_templates_gives_editable_copies_that_win(installed: Path, tmp
     r = run(installed, "render", "issues/first-issue.yaml", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "my-own-layout" in (tmp_path / "out" / "first-issue.html").read_text()
+
+
+def test_the_wheel_carries_its_metadata_licence_and_data(installed: Path, tmp_path: Path) -> None:
+    """What pip and a user see: the version the code reports, the Python it needs, the command, the
+    MIT licence text (pyproject says MIT; the licence asks for its text to travel with the copies),
+    and the files the code opens at run time."""
+    script = """
+import json, importlib.metadata as md, newsletter
+from importlib.resources import files
+m = md.metadata("newsletter")
+root = files("newsletter")
+print(json.dumps({
+    "version": m["Version"], "code": newsletter.__version__, "python": m["Requires-Python"],
+    "license": m["License-Expression"], "scripts": [e.value for e in md.entry_points(group="console_scripts")
+                                                     if e.name == "newsletter"],
+    "licences": sorted(str(f) for f in md.files("newsletter") or [] if "/licenses/" in str(f)),
+    "data": [root.joinpath(p).is_file() for p in ("data/caniemail.json", "data/caniemail-LICENSE",
+             "studio_page.html", "templates/digest.mjml.j2", "templates/labels.toml", "starter/newsletter.toml")],
+}))"""
+    r = subprocess.run([str(installed / "python"), "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=60, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["version"] == got["code"]
+    assert got["python"] == ">=3.11" and got["license"] == "MIT"
+    assert got["scripts"] == ["newsletter.cli:main"]
+    assert any(f.endswith("/licenses/LICENSE") for f in got["licences"]), got["licences"]
+    assert all(got["data"]), got["data"]

@@ -283,6 +283,9 @@ def test_dark_mode_styles_survive_inlining(settings):
     rules = dark.group(1)
     assert "!important" in rules and "background: #0d1117 !important" in rules
     assert "nl-card" in html and "nl-outer" in html  # what the rules hook onto
+    # and the body's wrapper, light inline: mjml-python writes role="article" on it from 1.4.2
+    # (pyproject's floor); without it an older one leaves a light band around the dark email
+    assert re.search(r'<div [^>]*role="article"[^>]*style="background-color:#f4f5f7;"', html)
 
 
 def test_dark_colours_derive_from_brand_or_config():

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from conftest import SMALL_ISSUE, Project, run_cli
+from conftest import SMALL_ISSUE, Project, run_cli, run_process
 from prism_server import prism_mock
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.providers.sendgrid import SendGridSettings
@@ -313,6 +313,27 @@ def test_add_remove_list_and_export(project: Project, database_url: str | None) 
     assert r.code == 0 and r.out.startswith("removed Ann@example.com from the suppressions (was manual via cli,")
     r = cli("remove", "ann@example.com")
     assert (r.code, r.out) == (0, "ann@example.com was not suppressed; nothing changed\n")
+
+
+def test_list_into_a_pipe_keeps_each_row_on_one_line(project: Project) -> None:
+    """Without a terminal (`| grep`, a CI log) rich would fold the table into 80 columns and split
+    an address across lines; and a long list path in the send summary was cut short with '…'."""
+    address = "a-very-long-address-of-a-reader@subdomain.example.com"
+    assert run_cli("suppressions", "add", address, "--detail", "asked by phone on Tuesday, keep out of every list",
+                   cwd=project.root).code == 0
+    narrow = {"COLUMNS": ""}  # rich's default for a pipe: 80 columns
+    r = run_process("suppressions", "list", cwd=project.root, env=narrow)
+    assert r.code == 0, r.output
+    assert re.search(rf"^{re.escape(address)}\s+manual\s+cli\s+.*asked by phone on Tuesday, keep out of every list",
+                     r.out, re.M), r.out
+
+    project.write_issue(SMALL_ISSUE)
+    lists = project.root / "a-rather-long-folder-name-for-the-lists" / "and-another-level-below-it"
+    lists.mkdir(parents=True)
+    (lists / "readers.csv").write_text("email\nann@example.com\n")
+    r = run_process("send", "issues/issue.yaml", "--list", str(lists / "readers.csv"), cwd=project.root, env=narrow)
+    assert r.code == 0, r.output
+    assert re.search(rf"^rows in the list +1  {re.escape(str(lists / 'readers.csv'))}\s*$", r.out, re.M), r.out
 
 
 def test_list_and_export_of_an_empty_store_create_nothing(project: Project) -> None:

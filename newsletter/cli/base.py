@@ -55,6 +55,19 @@ def say(text: str, color: str | None = None, *, stderr: bool = False, bold: bool
     click.secho(text, fg=color, bold=bold, err=stderr)
 
 
+def print_table(table: Any) -> None:
+    """A rich table on standard output. Into a pipe or a CI log (no terminal) it is printed at its
+    natural width: rich would fit it into 80 columns, folding addresses and cutting paths short."""
+    from rich.console import Console
+
+    console = out.real()
+    if console.is_terminal:
+        console.print(table)
+        return
+    natural = console.measure(table, options=console.options.update_width(100_000)).maximum
+    Console(width=max(console.width, natural), highlight=False, soft_wrap=True).print(table)
+
+
 def _print_problems(problems: list[Problem]) -> None:
     for p in problems:
         say(str(p), "red" if p.severity == "error" else "yellow", stderr=True)
@@ -87,8 +100,14 @@ class _Group(click.Group):
         except click.Abort:  # Ctrl-C or end of input at a question
             say("aborted", stderr=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other tools do
+            try:  # and keep Python from failing again when it flushes standard output at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            ctx.exit(EXIT_INVALID)
         except OSError as e:
-            say(f"error: {e.filename or ''}: {e.strerror or e}", "red", stderr=True)
+            say(f"error: {f'{e.filename}: ' if e.filename else ''}{e.strerror or e}", "red", stderr=True)
             ctx.exit(EXIT_INVALID)
         except (click.ClickException, click.exceptions.Exit):
             raise

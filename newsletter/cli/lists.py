@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from .base import (EXIT_INVALID, _Context,
-                   _plural, cli, out, say)
+                   _plural, cli, out, print_table, say)
 
 if TYPE_CHECKING:
     pass
@@ -49,7 +49,7 @@ def suppressions_list(ctx: _Context, reason: str | None) -> None:
         for s in rows:  # Text: an address or a detail is never read as rich markup
             t.add_row(*(Text(v) for v in (s.email, s.reason, s.source, _since(s.created_at), s.issue or "",
                                           s.detail or "")))
-        out.print(t)
+        print_table(t)
     total = sum(counts.values())
     by_reason = ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or "none"
     shown = f"; {len(rows):,} {reason} shown" if reason else ""

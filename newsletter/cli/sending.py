@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .base import (EXIT_INCOMPLETE, EXIT_INVALID, EXIT_OK, _Context,
-                   _print_problems, _ProviderChoice, cli, err, out)
+                   _print_problems, _ProviderChoice, cli, err, out, print_table)
 
 if TYPE_CHECKING:
     from ..campaign import Campaign
@@ -73,7 +73,9 @@ def _streaming() -> Iterator[None]:
     batch, so a million readers set off ~30 full passes, and each walked all of start-up again."""
     import babel.localedata
 
-    babel.localedata.clear_caches()
+    clear = getattr(babel.localedata, "clear_caches", None)  # Babel 2.19+; older ones keep the data
+    if clear is not None:
+        clear()
     gc.collect()  # start-up's own garbage goes now, not frozen with the rest
     gc.freeze()
     try:
@@ -230,7 +232,7 @@ def _print_report(report: SendReport, campaign: Campaign) -> None:
     t.add_row("batches", f"{report.batches:,}", how)
     t.add_row("HTML size", f"{report.html_bytes:,}", "bytes, as a reader gets it")
     t.add_row("check warnings", f"{len(report.warnings):,}", "")
-    out.print(t)
+    print_table(t)
 
 
 def _print_list_problems(report: SendReport) -> None:

@@ -189,12 +189,32 @@ def app_from_env() -> Starlette:
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+def ensure_port_free(host: str, port: int) -> None:
+    """Refuse a port something already listens on (UsageError), before anything is announced:
+    uvicorn would log the bind error and exit 3, which means "incomplete send" on the command line."""
+    import socket
+
+    from ..errors import UsageError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            s.bind(address)
+    except socket.gaierror as e:
+        raise UsageError(f"cannot listen on {host}: {e.strerror or e}; check --host") from None
+    except OSError as e:
+        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --port") from None
+
+
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Run the service with uvicorn until Ctrl-C or SIGTERM (finishing requests in flight)."""
     import uvicorn
 
     app = create_app(settings)  # a ConfigError surfaces here, before anything listens
     settings.open_store().close()  # so does a store that cannot be opened (and its schema is brought up)
+    ensure_port_free(host, port)
     log_config: dict[str, Any] = {
         "version": 1,
         "disable_existing_loggers": False,
