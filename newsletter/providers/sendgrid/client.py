@@ -29,7 +29,7 @@ MAX_CATEGORIES = 10  # SendGrid rejects more
 # re-serializing it with json.dumps' default ensure_ascii: \uXXXX is 6 bytes for a 2-byte letter.
 CONTENT_TYPE = "application/json; charset=utf-8"
 
-GZIP_LEVEL = 6  # zlib's default: 1000 readers of the example in ~4 ms; 9 saves 2 % more for 3x the time
+GZIP_LEVEL = 6  # 1000 readers of the example: 502 kB -> 56 kB in ~9 ms; 9 saves 3 % more in twice the time
 
 
 class _Encoded:
