@@ -1,5 +1,6 @@
 """SendGrid v3 Mail Send: one request per batch, the content sent once with its NLMF tokens left in
-and each recipient's values as SendGrid substitutions (example issue, 1000 readers: 0.50 MB; 0.06 MB with [sendgrid] compress)."""
+and each recipient's values as SendGrid substitutions (example issue, 1000 readers: 0.50 MB; 0.06 MB
+with [sendgrid] compress)."""
 
 from __future__ import annotations
 
