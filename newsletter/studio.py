@@ -13,6 +13,7 @@ and a POST also needs the page's own Origin (CSRF): another web page can neither
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import threading
 from collections.abc import Callable, Mapping
@@ -105,7 +106,7 @@ class Studio:
 
             for d in (self.settings.templates_dir, builtin_dir()):
                 files["templates"].append(d)  # a file added or removed changes the folder
-                if d.is_dir():
+                with contextlib.suppress(OSError):  # removed or unreadable: the folder's own entry says so
                     files["templates"] += sorted(p for p in d.iterdir() if p.is_file())
             if self.list_spec:
                 from .subscribers import resolve_list
@@ -153,6 +154,10 @@ class Studio:
         except (NewsletterError, OSError) as e:
             self.current = Current(False, [_plain(str(e))], prepared=last)
             return
+        except Exception as e:  # noqa: BLE001  a bug must not stop the live updates (the watch task)
+            self.current = Current(False, [_plain(f"internal error: {type(e).__name__}: {e}; this is a bug in "
+                                                  "newsletter: please report it")], prepared=last)
+            return
         size = html_size(prepared.rendered, self.settings)
         info = [f"HTML {size:,} bytes of Gmail's ~102,000 clipping limit ({100 * size / 102_000:.0f}%)",
                 "compatibility: being measured…"]
@@ -173,6 +178,8 @@ class Studio:
                                    mjml=cur.prepared.rendered.mjml, accept=s.check.accept)
         except ValueError as e:
             problems.append(_plain(f"{s.path}: [check] clients: {e}"))
+        except Exception as e:  # noqa: BLE001  as in rebuild: the live updates go on
+            problems.append(_plain(f"compatibility report: internal error: {type(e).__name__}: {e}", "warning"))
         else:
             info += [line.strip() for line in compat.summary()]
             for f in compat.problems(degrades=False):

@@ -224,3 +224,48 @@ def test_link_and_spam_checks_run_from_the_page(project: Project) -> None:
         assert spam["ok"] and spam["lines"][0].startswith("spam score "), spam
     finally:
         server.shutdown()
+
+def test_a_template_that_raises_is_a_problem_at_its_line_and_the_preview_recovers(project: Project) -> None:
+    # {{ n / 0 }} in a template raised ZeroDivisionError out of the watch task: live updates stopped
+    # for good, silently, with the page still saying "rendered" (and `check` called it a bug, exit 70)
+    import shutil
+
+    from newsletter.templating import builtin_dir
+
+    issue = project.write_issue(SMALL_ISSUE)
+    templates = project.root / "templates"
+    templates.mkdir()
+    shutil.copy(builtin_dir() / "digest.mjml.j2", templates)
+    studio = Studio(issue, project.root / "newsletter.toml", env={})
+    studio._load_settings()  # as the command does: the templates are watched from the first poll
+    assert studio.refresh() and studio.current.ok
+    good = (templates / "digest.mjml.j2").read_text(encoding="utf-8")
+    lines = good.splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if "<mj-title>" in line)
+    lines[at] = lines[at].replace("</mj-title>", "{{ sections | length / 0 }}</mj-title>")
+    (templates / "digest.mjml.j2").write_text("".join(lines), encoding="utf-8")
+    assert studio.refresh() and not studio.current.ok
+    [problem] = studio.state()["problems"]
+    assert problem["text"].startswith(f"{templates / 'digest.mjml.j2'}:{at + 1}: ZeroDivisionError"), problem
+    (templates / "digest.mjml.j2").write_text(good, encoding="utf-8")
+    assert studio.refresh() and studio.current.ok
+
+
+
+def test_a_bug_while_rendering_does_not_stop_the_live_updates(project: Project, monkeypatch) -> None:
+    # anything but a NewsletterError or OSError used to leave refresh() and end the watch task
+    import newsletter.pipeline
+
+    issue = project.write_issue(SMALL_ISSUE)
+    studio = Studio(issue, project.root / "newsletter.toml", env={})
+    studio._load_settings()
+    assert studio.refresh() and studio.current.ok
+    real = newsletter.pipeline.prepare
+    monkeypatch.setattr(newsletter.pipeline, "prepare", lambda *a, **k: [][1])
+    issue.write_text(SMALL_ISSUE.replace("title: SEER", "title: SEER, revised"), encoding="utf-8")
+    assert studio.refresh() and not studio.current.ok
+    assert studio.state()["problems"][0]["text"].startswith("internal error: IndexError: list index out of range")
+    assert "SEER" in studio.state()["html"]  # the last good render is still there to show
+    monkeypatch.setattr(newsletter.pipeline, "prepare", real)
+    issue.write_text(SMALL_ISSUE.replace("title: SEER", "title: SEER, fixed"), encoding="utf-8")
+    assert studio.refresh() and "SEER, fixed" in studio.state()["html"]
