@@ -161,7 +161,22 @@ class Studio:
         size = html_size(prepared.rendered, self.settings)
         info = [f"HTML {size:,} bytes of Gmail's ~102,000 clipping limit ({100 * size / 102_000:.0f}%)",
                 "compatibility: being measured…"]
-        self.current = Current(True, [_problem(p) for p in prepared.problems], info, prepared)
+        problems = [_problem(p) for p in prepared.problems] + self._list_problems(prepared)
+        self.current = Current(True, problems, info, prepared)
+
+    def _list_problems(self, prepared: Any) -> list[dict[str, Any]]:
+        """What --list adds to `check`: a merge field naming a column the list lacks (the send refuses)."""
+        if not self.list_spec:
+            return []
+        from .campaign import Campaign
+
+        try:
+            Campaign(prepared, self.settings, self.list_spec)
+        except IssueError as e:
+            return [_problem(p) for p in e.problems]
+        except (NewsletterError, OSError) as e:
+            return [_plain(str(e))]
+        return []
 
     def add_compat(self) -> bool:
         """Add the compatibility findings to the current render (~40 ms: done after the page has the

@@ -269,3 +269,18 @@ def test_a_bug_while_rendering_does_not_stop_the_live_updates(project: Project, 
     monkeypatch.setattr(newsletter.pipeline, "prepare", real)
     issue.write_text(SMALL_ISSUE.replace("title: SEER", "title: SEER, fixed"), encoding="utf-8")
     assert studio.refresh() and "SEER, fixed" in studio.state()["html"]
+
+
+def test_a_merge_field_the_list_lacks_is_a_problem_at_its_line(project: Project) -> None:
+    # with --list, {{ subscriber.nmae }} rendered as its default for every reader and the page said
+    # "none" under problems; only the test send (and the real send) refused it
+    project.write_list(LIST)
+    issue = project.write_issue(SMALL_ISSUE.replace("subscriber.name | default(\"reader\")",
+                                                    "subscriber.nmae | default(\"reader\")"))
+    studio = Studio(issue, project.root / "newsletter.toml", "readers", env={"NEWSLETTER_SECRET": SECRET})
+    assert studio.refresh()
+    texts = [p["text"] for p in studio.state()["problems"] if p["severity"] == "error"]
+    assert len(texts) == 1 and texts[0].startswith(f"{issue}:6: intro: merge field subscriber.nmae"), texts
+    assert "has no column 'nmae'" in texts[0]
+    issue.write_text(SMALL_ISSUE, encoding="utf-8")
+    assert studio.refresh() and not [p for p in studio.state()["problems"] if p["severity"] == "error"]
