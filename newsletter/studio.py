@@ -85,6 +85,7 @@ class Studio:
         self._changed = asyncio.Event()
         self._sending = threading.Lock()
         self.hooks = HOOKS
+        self.stopping = False  # the server is shutting down: the event streams end
 
     # --- files ---------------------------------------------------------------------------------
 
@@ -306,6 +307,11 @@ class Studio:
         event, self._changed = self._changed, asyncio.Event()
         event.set()
 
+    def stop(self) -> None:
+        """End the open pages' event streams, so that Ctrl-C does not wait for them and then cancel them."""
+        self.stopping = True
+        self.notify()
+
 
 async def watch(studio: Studio) -> None:
     """Poll the files every POLL_SECONDS; render in a thread so that requests stay answered."""
@@ -337,6 +343,11 @@ def make_server(studio: Studio, port: int) -> Any:
     from .studio_app import create_app
 
     studio.port = port
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            studio.stop()  # an open page's event stream would hold the exit up, then be cancelled noisily
+            await super().shutdown(sockets)
+
     config = uvicorn.Config(create_app(studio), host="127.0.0.1", port=port, log_level="warning",
                             timeout_graceful_shutdown=1, lifespan="on")
-    return uvicorn.Server(config)
+    return Server(config)

@@ -284,3 +284,29 @@ def test_a_merge_field_the_list_lacks_is_a_problem_at_its_line(project: Project)
     assert "has no column 'nmae'" in texts[0]
     issue.write_text(SMALL_ISSUE, encoding="utf-8")
     assert studio.refresh() and not [p for p in studio.state()["problems"] if p["severity"] == "error"]
+
+
+def test_stopping_with_the_page_open_is_quick_and_quiet(project: Project, capfd) -> None:
+    # the page's event stream held Ctrl-C up for the graceful timeout, then uvicorn cancelled it and
+    # printed "Cancel 1 running task(s)" and two tracebacks into the editor's terminal
+    studio = Studio(project.write_issue(SMALL_ISSUE), project.root / "newsletter.toml", env={})
+    server, thread, url = start(studio)
+    opened = threading.Event()
+
+    def listen() -> None:
+        with httpx.stream("GET", f"{url}/events?token={studio.token}", timeout=30) as r:
+            for line in r.iter_lines():
+                if line.startswith("data:"):
+                    opened.set()
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert opened.wait(10)
+    began = time.monotonic()
+    server.should_exit = True  # type: ignore[attr-defined]  (what Ctrl-C and SIGTERM do)
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - began < 0.9
+    listener.join(5)
+    assert not listener.is_alive()  # the stream ended: the page shows "disconnected"
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Cancel" not in err, err
