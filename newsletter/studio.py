@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import IssueError, NewsletterError, Problem
+from .errors import IssueError, NewsletterError, Problem, UsageError
 
 POLL_SECONDS = 0.04  # a stat of a dozen files, ~0.5 ms: about 1% of a core for a 20 ms mean wait
 COMPAT_DELAY = 0.5  # at most this long, the compatibility scan waits for the page to fetch the email
@@ -334,6 +334,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def listen(port: int) -> Any:
+    """A socket bound to 127.0.0.1:port (0: any free port) for make_server(...).run(sockets=[it]);
+    bound before the URL is printed, so that a port in use is said plainly instead of printing the URL
+    of whatever holds it."""
+    import errno
+    import socket
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart at once
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as e:
+        sock.close()
+        why = ("is in use (another preview, or another program)" if e.errno == errno.EADDRINUSE
+               else f"cannot be used: {e.strerror or e}")
+        raise UsageError(f"port {port} on 127.0.0.1 {why}; pick another with --port N, or --port 0 "
+                         "for any free one") from None
+    return sock
 
 
 def make_server(studio: Studio, port: int) -> Any:

@@ -310,3 +310,20 @@ def test_stopping_with_the_page_open_is_quick_and_quiet(project: Project, capfd)
     assert not listener.is_alive()  # the stream ended: the page shows "disconnected"
     err = capfd.readouterr().err
     assert "Traceback" not in err and "Cancel" not in err, err
+
+
+def test_a_port_in_use_is_said_plainly(project: Project, cli) -> None:
+    # it printed "preview of ...: http://127.0.0.1:PORT/", the address of whatever held the port (another
+    # preview), then uvicorn's "[Errno 98] error while attempting to bind" and exit 3 ("incomplete")
+    import socket
+
+    project.write_issue(SMALL_ISSUE)
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        r = cli("preview", "issues/issue.yaml", "--port", str(port), cwd=project.root)
+    assert r.code == 2, r.output
+    assert f"error: port {port} on 127.0.0.1 is in use (another preview, or another program); pick another " \
+           "with --port N, or --port 0 for any free one" in r.err
+    assert "http://" not in r.output
