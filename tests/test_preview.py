@@ -327,3 +327,34 @@ def test_a_port_in_use_is_said_plainly(project: Project, cli) -> None:
     assert f"error: port {port} on 127.0.0.1 is in use (another preview, or another program); pick another " \
            "with --port N, or --port 0 for any free one" in r.err
     assert "http://" not in r.output
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: apt-get install chromium")
+def test_the_reader_picker_follows_edits_to_the_list(preview: Running) -> None:
+    # the picker was rebuilt only when the number of readers changed: a renamed reader kept the old
+    # name in the picker while the email already greeted the new one
+    sync_api = pytest.importorskip("playwright.sync_api")
+    expect = sync_api.expect
+    lst = preview.issue.parent.parent / "subscribers" / "readers.csv"
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        try:
+            page = browser.new_page()
+            local = preview.url + "/"
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(local)
+                       else route.abort())
+            page.goto(local)
+            expect(page.locator("#reader option")).to_have_text(["sample reader (no name)", "Ann Lee <ann@example.com>"])
+            page.select_option("#reader", "1")
+            expect(page.frame_locator("#desktop").locator("body")).to_contain_text("Hi Ann Lee!")
+            lst.write_text(LIST.replace("Ann Lee", "Ann Smith"), encoding="utf-8")
+            expect(page.frame_locator("#desktop").locator("body")).to_contain_text("Hi Ann Smith!")
+            expect(page.locator("#reader option")).to_have_text(["sample reader (no name)", "Ann Smith <ann@example.com>"])
+            expect(page.locator("#reader")).to_have_value("1")
+            lst.write_text("email,name,status\n", encoding="utf-8")  # the chosen reader is gone
+            expect(page.locator("#reader option")).to_have_text(["sample reader (no name)"])
+            expect(page.locator("#reader")).to_have_value("0")
+            expect(page.frame_locator("#desktop").locator("body")).to_contain_text("Hi reader!")
+        finally:
+            browser.close()
