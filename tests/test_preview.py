@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -356,5 +357,43 @@ def test_the_reader_picker_follows_edits_to_the_list(preview: Running) -> None:
             expect(page.locator("#reader option")).to_have_text(["sample reader (no name)"])
             expect(page.locator("#reader")).to_have_value("0")
             expect(page.frame_locator("#desktop").locator("body")).to_contain_text("Hi reader!")
+        finally:
+            browser.close()
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: apt-get install chromium")
+def test_after_a_link_in_the_email_was_clicked_the_next_save_brings_the_email_back(preview: Running) -> None:
+    # a click on a link took the frame to the linked site; the next update then read that cross-origin
+    # frame's scroll position, threw, and the frame stayed on the site for good (and the rest of the page
+    # stopped updating after it)
+    sync_api = pytest.importorskip("playwright.sync_api")
+    expect = sync_api.expect
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            local = preview.url + "/"
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+
+            def offline(route: Any) -> None:  # the linked site, served here; nothing leaves the machine
+                if route.request.url.startswith(local):
+                    route.continue_()
+                elif route.request.resource_type == "document":
+                    route.fulfill(status=200, content_type="text/html", body="<h1>the linked site</h1>")
+                else:
+                    route.abort()
+
+            page.route("**/*", offline)
+            page.goto(local)
+            desktop = page.frame_locator("#desktop")
+            expect(desktop.locator("body")).to_contain_text("SEER")
+            desktop.locator("a[href='https://arxiv.org/abs/2103.01988']").first.click()
+            expect(desktop.locator("h1")).to_have_text("the linked site")
+            preview.issue.write_text(SMALL_ISSUE.replace("title: SEER", "title: SEER, revised"), encoding="utf-8")
+            expect(desktop.locator("body")).to_contain_text("SEER, revised")
+            expect(page.locator("#source")).to_contain_text("SEER, revised")
+            assert errors == []
         finally:
             browser.close()
