@@ -7,6 +7,7 @@ recipient is message.py's job, so this whole pipeline runs once per issue, not o
 from __future__ import annotations
 
 import re
+import traceback
 from collections.abc import Callable
 
 import mjml
@@ -165,10 +166,25 @@ class Renderer:
             ) from None
         except TemplateSyntaxError as e:
             raise NewsletterError(f"{e.filename or where}:{e.lineno}: {(e.message or '').rstrip('.')}; fix the template") from None
-        except UndefinedError as e:
-            raise NewsletterError(f"{where}: {e.message}") from None
         except UnicodeDecodeError as e:
             raise NewsletterError(f"{where}: not UTF-8 text ({e.reason}); save it as UTF-8") from None
+        except UndefinedError as e:
+            raise NewsletterError(f"{self._template_line(e) or where}: {e.message}") from None
+        except NewsletterError:
+            raise  # a filter's own message
+        except Exception as e:  # noqa: BLE001  what a template's own code raises ({{ n / 0 }}, {{ 1 + "a" }})
+            raise NewsletterError(f"{self._template_line(e) or where}: {type(e).__name__}: {e}; "
+                                  "fix the template") from None
+
+    def _template_line(self, e: BaseException) -> str | None:
+        """FILE:LINE of the template line that raised `e` (Jinja puts template frames in the traceback)."""
+        dirs = [str(d) for d in self.templates.dirs]
+        at = None
+        for frame, line in traceback.walk_tb(e.__traceback__):
+            name = frame.f_code.co_filename
+            if any(name.startswith(d) for d in dirs):
+                at = f"{name}:{line}"
+        return at
 
 
 def _markdown() -> MarkdownIt:

@@ -13,6 +13,7 @@ and a POST also needs the page's own Origin (CSRF): another web page can neither
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import threading
 from collections.abc import Callable, Mapping
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import IssueError, NewsletterError, Problem
+from .errors import IssueError, NewsletterError, Problem, UsageError
 
 POLL_SECONDS = 0.04  # a stat of a dozen files, ~0.5 ms: about 1% of a core for a 20 ms mean wait
 COMPAT_DELAY = 0.5  # at most this long, the compatibility scan waits for the page to fetch the email
@@ -84,6 +85,7 @@ class Studio:
         self._changed = asyncio.Event()
         self._sending = threading.Lock()
         self.hooks = HOOKS
+        self.stopping = False  # the server is shutting down: the event streams end
 
     # --- files ---------------------------------------------------------------------------------
 
@@ -105,7 +107,7 @@ class Studio:
 
             for d in (self.settings.templates_dir, builtin_dir()):
                 files["templates"].append(d)  # a file added or removed changes the folder
-                if d.is_dir():
+                with contextlib.suppress(OSError):  # removed or unreadable: the folder's own entry says so
                     files["templates"] += sorted(p for p in d.iterdir() if p.is_file())
             if self.list_spec:
                 from .subscribers import resolve_list
@@ -153,10 +155,29 @@ class Studio:
         except (NewsletterError, OSError) as e:
             self.current = Current(False, [_plain(str(e))], prepared=last)
             return
+        except Exception as e:  # noqa: BLE001  a bug must not stop the live updates (the watch task)
+            self.current = Current(False, [_plain(f"internal error: {type(e).__name__}: {e}; this is a bug in "
+                                                  "newsletter: please report it")], prepared=last)
+            return
         size = html_size(prepared.rendered, self.settings)
         info = [f"HTML {size:,} bytes of Gmail's ~102,000 clipping limit ({100 * size / 102_000:.0f}%)",
                 "compatibility: being measured…"]
-        self.current = Current(True, [_problem(p) for p in prepared.problems], info, prepared)
+        problems = [_problem(p) for p in prepared.problems] + self._list_problems(prepared)
+        self.current = Current(True, problems, info, prepared)
+
+    def _list_problems(self, prepared: Any) -> list[dict[str, Any]]:
+        """What --list adds to `check`: a merge field naming a column the list lacks (the send refuses)."""
+        if not self.list_spec:
+            return []
+        from .campaign import Campaign
+
+        try:
+            Campaign(prepared, self.settings, self.list_spec)
+        except IssueError as e:
+            return [_problem(p) for p in e.problems]
+        except (NewsletterError, OSError) as e:
+            return [_plain(str(e))]
+        return []
 
     def add_compat(self) -> bool:
         """Add the compatibility findings to the current render (~40 ms: done after the page has the
@@ -173,6 +194,8 @@ class Studio:
                                    mjml=cur.prepared.rendered.mjml, accept=s.check.accept)
         except ValueError as e:
             problems.append(_plain(f"{s.path}: [check] clients: {e}"))
+        except Exception as e:  # noqa: BLE001  as in rebuild: the live updates go on
+            problems.append(_plain(f"compatibility report: internal error: {type(e).__name__}: {e}", "warning"))
         else:
             info += [line.strip() for line in compat.summary()]
             for f in compat.problems(degrades=False):
@@ -284,6 +307,11 @@ class Studio:
         event, self._changed = self._changed, asyncio.Event()
         event.set()
 
+    def stop(self) -> None:
+        """End the open pages' event streams, so that Ctrl-C does not wait for them and then cancel them."""
+        self.stopping = True
+        self.notify()
+
 
 async def watch(studio: Studio) -> None:
     """Poll the files every POLL_SECONDS; render in a thread so that requests stay answered."""
@@ -308,6 +336,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def listen(port: int) -> Any:
+    """A socket bound to 127.0.0.1:port (0: any free port) for make_server(...).run(sockets=[it]);
+    bound before the URL is printed, so that a port in use is said plainly instead of printing the URL
+    of whatever holds it."""
+    import errno
+    import socket
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart at once
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as e:
+        sock.close()
+        why = ("is in use (another preview, or another program)" if e.errno == errno.EADDRINUSE
+               else f"cannot be used: {e.strerror or e}")
+        raise UsageError(f"port {port} on 127.0.0.1 {why}; pick another with --port N, or --port 0 "
+                         "for any free one") from None
+    return sock
+
+
 def make_server(studio: Studio, port: int) -> Any:
     """A uvicorn Server for the preview on 127.0.0.1:port (call .run(), or set .should_exit)."""
     import uvicorn
@@ -315,6 +363,11 @@ def make_server(studio: Studio, port: int) -> Any:
     from .studio_app import create_app
 
     studio.port = port
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            studio.stop()  # an open page's event stream would hold the exit up, then be cancelled noisily
+            await super().shutdown(sockets)
+
     config = uvicorn.Config(create_app(studio), host="127.0.0.1", port=port, log_level="warning",
                             timeout_graceful_shutdown=1, lifespan="on")
-    return uvicorn.Server(config)
+    return Server(config)

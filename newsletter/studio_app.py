@@ -85,7 +85,7 @@ def create_app(studio: Studio) -> ASGIApp:
         async def stream() -> AsyncIterator[str]:
             sent = -1
             yield "retry: 500\n\n"
-            while True:
+            while not studio.stopping:
                 changed = studio._changed  # taken before the version is read: no change is missed
                 if studio.version != sent:
                     sent = studio.version

@@ -212,7 +212,9 @@ def test_default_language_is_checked_where_it_is_set(project, cli):
 @pytest.mark.parametrize("file, edit, says", [
     ("digest.mjml.j2", lambda t: t.replace("{{", "{{ {%", 1), "templates/digest.mjml.j2:{line}: unexpected '%'; fix the template"),
     ("digest.txt.j2", lambda t: t + "{% endif %}\n", "templates/digest.txt.j2:{end}: Encountered unknown tag 'endif'; fix"),
-    ("digest.txt.j2", lambda t: t + "{{ nosuch }}\n", "templates/digest.txt.j2: 'nosuch' is undefined"),
+    ("digest.txt.j2", lambda t: t + "{{ nosuch }}\n", "templates/digest.txt.j2:{end}: 'nosuch' is undefined"),
+    ("digest.txt.j2", lambda t: t + "{{ sections | length / 0 }}\n",
+     "templates/digest.txt.j2:{end}: ZeroDivisionError: division by zero; fix the template"),
     ("digest.mjml.j2", lambda t: t.replace("<mj-body", "<mj-bdy", 1), "templates/digest.mjml.j2: the MJML it produced cannot be read"),
     ("digest.txt.j2", lambda t: t + "caf\udce9\n", "templates/digest.txt.j2: not UTF-8 text"),
     ("digest.css", lambda t: t + "/* caf\udce9 */\n", "templates/digest.css: not UTF-8 text"),

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -224,3 +225,175 @@ def test_link_and_spam_checks_run_from_the_page(project: Project) -> None:
         assert spam["ok"] and spam["lines"][0].startswith("spam score "), spam
     finally:
         server.shutdown()
+
+def test_a_template_that_raises_is_a_problem_at_its_line_and_the_preview_recovers(project: Project) -> None:
+    # {{ n / 0 }} in a template raised ZeroDivisionError out of the watch task: live updates stopped
+    # for good, silently, with the page still saying "rendered" (and `check` called it a bug, exit 70)
+    import shutil
+
+    from newsletter.templating import builtin_dir
+
+    issue = project.write_issue(SMALL_ISSUE)
+    templates = project.root / "templates"
+    templates.mkdir()
+    shutil.copy(builtin_dir() / "digest.mjml.j2", templates)
+    studio = Studio(issue, project.root / "newsletter.toml", env={})
+    studio._load_settings()  # as the command does: the templates are watched from the first poll
+    assert studio.refresh() and studio.current.ok
+    good = (templates / "digest.mjml.j2").read_text(encoding="utf-8")
+    lines = good.splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if "<mj-title>" in line)
+    lines[at] = lines[at].replace("</mj-title>", "{{ sections | length / 0 }}</mj-title>")
+    (templates / "digest.mjml.j2").write_text("".join(lines), encoding="utf-8")
+    assert studio.refresh() and not studio.current.ok
+    [problem] = studio.state()["problems"]
+    assert problem["text"].startswith(f"{templates / 'digest.mjml.j2'}:{at + 1}: ZeroDivisionError"), problem
+    (templates / "digest.mjml.j2").write_text(good, encoding="utf-8")
+    assert studio.refresh() and studio.current.ok
+
+
+
+def test_a_bug_while_rendering_does_not_stop_the_live_updates(project: Project, monkeypatch) -> None:
+    # anything but a NewsletterError or OSError used to leave refresh() and end the watch task
+    import newsletter.pipeline
+
+    issue = project.write_issue(SMALL_ISSUE)
+    studio = Studio(issue, project.root / "newsletter.toml", env={})
+    studio._load_settings()
+    assert studio.refresh() and studio.current.ok
+    real = newsletter.pipeline.prepare
+    monkeypatch.setattr(newsletter.pipeline, "prepare", lambda *a, **k: [][1])
+    issue.write_text(SMALL_ISSUE.replace("title: SEER", "title: SEER, revised"), encoding="utf-8")
+    assert studio.refresh() and not studio.current.ok
+    assert studio.state()["problems"][0]["text"].startswith("internal error: IndexError: list index out of range")
+    assert "SEER" in studio.state()["html"]  # the last good render is still there to show
+    monkeypatch.setattr(newsletter.pipeline, "prepare", real)
+    issue.write_text(SMALL_ISSUE.replace("title: SEER", "title: SEER, fixed"), encoding="utf-8")
+    assert studio.refresh() and "SEER, fixed" in studio.state()["html"]
+
+
+def test_a_merge_field_the_list_lacks_is_a_problem_at_its_line(project: Project) -> None:
+    # with --list, {{ subscriber.nmae }} rendered as its default for every reader and the page said
+    # "none" under problems; only the test send (and the real send) refused it
+    project.write_list(LIST)
+    issue = project.write_issue(SMALL_ISSUE.replace("subscriber.name | default(\"reader\")",
+                                                    "subscriber.nmae | default(\"reader\")"))
+    studio = Studio(issue, project.root / "newsletter.toml", "readers", env={"NEWSLETTER_SECRET": SECRET})
+    assert studio.refresh()
+    texts = [p["text"] for p in studio.state()["problems"] if p["severity"] == "error"]
+    assert len(texts) == 1 and texts[0].startswith(f"{issue}:6: intro: merge field subscriber.nmae"), texts
+    assert "has no column 'nmae'" in texts[0]
+    issue.write_text(SMALL_ISSUE, encoding="utf-8")
+    assert studio.refresh() and not [p for p in studio.state()["problems"] if p["severity"] == "error"]
+
+
+def test_stopping_with_the_page_open_is_quick_and_quiet(project: Project, capfd) -> None:
+    # the page's event stream held Ctrl-C up for the graceful timeout, then uvicorn cancelled it and
+    # printed "Cancel 1 running task(s)" and two tracebacks into the editor's terminal
+    studio = Studio(project.write_issue(SMALL_ISSUE), project.root / "newsletter.toml", env={})
+    server, thread, url = start(studio)
+    opened = threading.Event()
+
+    def listen() -> None:
+        with httpx.stream("GET", f"{url}/events?token={studio.token}", timeout=30) as r:
+            for line in r.iter_lines():
+                if line.startswith("data:"):
+                    opened.set()
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert opened.wait(10)
+    began = time.monotonic()
+    server.should_exit = True  # type: ignore[attr-defined]  (what Ctrl-C and SIGTERM do)
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - began < 0.9
+    listener.join(5)
+    assert not listener.is_alive()  # the stream ended: the page shows "disconnected"
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Cancel" not in err, err
+
+
+def test_a_port_in_use_is_said_plainly(project: Project, cli) -> None:
+    # it printed "preview of ...: http://127.0.0.1:PORT/", the address of whatever held the port (another
+    # preview), then uvicorn's "[Errno 98] error while attempting to bind" and exit 3 ("incomplete")
+    import socket
+
+    project.write_issue(SMALL_ISSUE)
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        r = cli("preview", "issues/issue.yaml", "--port", str(port), cwd=project.root)
+    assert r.code == 2, r.output
+    assert f"error: port {port} on 127.0.0.1 is in use (another preview, or another program); pick another " \
+           "with --port N, or --port 0 for any free one" in r.err
+    assert "http://" not in r.output
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: apt-get install chromium")
+def test_the_reader_picker_follows_edits_to_the_list(preview: Running) -> None:
+    # the picker was rebuilt only when the number of readers changed: a renamed reader kept the old
+    # name in the picker while the email already greeted the new one
+    sync_api = pytest.importorskip("playwright.sync_api")
+    expect = sync_api.expect
+    lst = preview.issue.parent.parent / "subscribers" / "readers.csv"
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        try:
+            page = browser.new_page()
+            local = preview.url + "/"
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(local)
+                       else route.abort())
+            page.goto(local)
+            expect(page.locator("#reader option")).to_have_text(["sample reader (no name)", "Ann Lee <ann@example.com>"])
+            page.select_option("#reader", "1")
+            expect(page.frame_locator("#desktop").locator("body")).to_contain_text("Hi Ann Lee!")
+            lst.write_text(LIST.replace("Ann Lee", "Ann Smith"), encoding="utf-8")
+            expect(page.frame_locator("#desktop").locator("body")).to_contain_text("Hi Ann Smith!")
+            expect(page.locator("#reader option")).to_have_text(["sample reader (no name)", "Ann Smith <ann@example.com>"])
+            expect(page.locator("#reader")).to_have_value("1")
+            lst.write_text("email,name,status\n", encoding="utf-8")  # the chosen reader is gone
+            expect(page.locator("#reader option")).to_have_text(["sample reader (no name)"])
+            expect(page.locator("#reader")).to_have_value("0")
+            expect(page.frame_locator("#desktop").locator("body")).to_contain_text("Hi reader!")
+        finally:
+            browser.close()
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: apt-get install chromium")
+def test_after_a_link_in_the_email_was_clicked_the_next_save_brings_the_email_back(preview: Running) -> None:
+    # a click on a link took the frame to the linked site; the next update then read that cross-origin
+    # frame's scroll position, threw, and the frame stayed on the site for good (and the rest of the page
+    # stopped updating after it)
+    sync_api = pytest.importorskip("playwright.sync_api")
+    expect = sync_api.expect
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            local = preview.url + "/"
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+
+            def offline(route: Any) -> None:  # the linked site, served here; nothing leaves the machine
+                if route.request.url.startswith(local):
+                    route.continue_()
+                elif route.request.resource_type == "document":
+                    route.fulfill(status=200, content_type="text/html", body="<h1>the linked site</h1>")
+                else:
+                    route.abort()
+
+            page.route("**/*", offline)
+            page.goto(local)
+            desktop = page.frame_locator("#desktop")
+            expect(desktop.locator("body")).to_contain_text("SEER")
+            desktop.locator("a[href='https://arxiv.org/abs/2103.01988']").first.click()
+            expect(desktop.locator("h1")).to_have_text("the linked site")
+            preview.issue.write_text(SMALL_ISSUE.replace("title: SEER", "title: SEER, revised"), encoding="utf-8")
+            expect(desktop.locator("body")).to_contain_text("SEER, revised")
+            expect(page.locator("#source")).to_contain_text("SEER, revised")
+            assert errors == []
+        finally:
+            browser.close()

@@ -21,13 +21,12 @@ from .base import cli
 @click.pass_obj
 def preview(ctx: Any, issue: Path, list_spec: str | None, port: int) -> None:
     """Show ISSUE on a local page that re-renders whenever a file changes; send test copies from it."""
-    from ..studio import Studio, free_port, make_server
-    from ..web import ensure_port_free
+    from ..studio import Studio, listen, make_server
 
     studio = Studio(issue, getattr(ctx, "config_path", None), list_spec)
     studio._load_settings()  # a broken newsletter.toml fails here, with its message
+    sock = listen(port)  # a port in use fails here, before a URL is printed
+    port = sock.getsockname()[1]
     studio.refresh()
-    port = port or free_port()
-    ensure_port_free("127.0.0.1", port)
     click.echo(f"preview of {issue}: http://127.0.0.1:{port}/ (local only; Ctrl-C to stop)")
-    make_server(studio, port).run()
+    make_server(studio, port).run(sockets=[sock])
