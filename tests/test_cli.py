@@ -349,7 +349,7 @@ def test_preview_and_serve_refuse_a_port_in_use_before_announcing_it(project, cl
         port = str(taken.getsockname()[1])
         r = cli("preview", "issues/issue.yaml", "--port", port, cwd=project.root)
         assert r.code == 2, r.output
-        assert f"cannot listen on 127.0.0.1:{port}: Address already in use; choose another --port" in r.err
+        assert f"port {port} on 127.0.0.1 is in use" in r.err and "pick another with --port" in r.err, r.err
         assert "preview of" not in r.out
         r = cli("serve", "--port", port, cwd=project.root,
                 env={"NEWSLETTER_SECRET": "a-real-key-for-this-test-0123456789abcdef"})
