@@ -143,6 +143,11 @@ class SendGridProvider:
         Only what differs per reader goes into each personalization: the shared parts are sent once
         with substitution tags in them (see `_content`)."""
         subject, html_part, text, tags, shared_headers, own_headers = self._content(envelope, batch)
+        # List-Id is the same for every reader: it goes once, at the top level. SendGrid documents
+        # that keys of such objects are merged with a personalization's (whose keys win), but as
+        # for List-Unsubscribe below, nothing here depends on that: a reader who carries headers
+        # of their own carries List-Id with them, so it survives either way (~80 bytes a reader)
+        list_id = {"List-Id": envelope.list_id} if envelope.list_id else {}
         personalizations = []
         for p, values, own in zip(batch, tags, own_headers):
             to = {"email": p.email, "name": p.name} if p.name else {"email": p.email}
@@ -150,7 +155,7 @@ class SendGridProvider:
             if values:
                 item["substitutions"] = values
             if p.headers and own:
-                item["headers"] = p.headers  # this reader's List-Unsubscribe, whole
+                item["headers"] = {**p.headers, **list_id}  # this reader's List-Unsubscribe, whole
             # no custom_args: the issue is the same for every reader and travels once, as a category,
             # which the event webhook reads (the spec types a top-level custom_args as a string)
             personalizations.append(item)
@@ -165,8 +170,8 @@ class SendGridProvider:
             "subject": subject,
             "content": content,
         }
-        if shared_headers:
-            body["headers"] = shared_headers
+        if shared_headers or list_id:
+            body["headers"] = {**(shared_headers or {}), **list_id}
         if envelope.reply_to:
             body["reply_to"] = {"email": envelope.reply_to}
         categories = list(dict.fromkeys(envelope.categories))[:MAX_CATEGORIES]  # must be unique
