@@ -10,11 +10,13 @@ import os
 import re
 import string
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from . import providers
 from .errors import ConfigError
@@ -28,6 +30,10 @@ SECRET_KEYS = {"secret", "secret_previous", "database_url", "sendgrid_webhook_ke
 MAKE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
 # Cc (NUL, TAB, CR, LF, ESC, U+0085 ...) and the Unicode line/paragraph separators: never in a header
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# RFC 2919's list-id: list-label "." namespace, both dot-atom-text (RFC 5322 3.2.3), so at least one dot
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+LIST_ID = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})+")
+LIST_ID_MAX = 255  # octets (RFC 2919 2)
 
 
 def _one_line(v: str | None) -> str | None:
@@ -91,6 +97,11 @@ class Settings(_Section):
     language: str = "en"
     from_name: str | None = None
     from_email: str = "newsletter@example.com"
+    # the List-Id header's <list-id> (RFC 2919), the same in every message of every issue: mail
+    # clients file and filter the newsletter by it. Unset: derived from name and from_email (see
+    # default_list_id); after validation it is always set. Declared after name and from_email:
+    # its validator reads them.
+    list_id: str | None = Field(default=None, validate_default=True)
     reply_to: str | None = None
     postal_address: str | None = None
     unsubscribe_url: str | None = None  # template with {email} and {token}, optionally {issue}
@@ -183,6 +194,24 @@ class Settings(_Section):
                 "it stable: a new key breaks the unsubscribe links already sent")
         return v
 
+    @field_validator("list_id")
+    @classmethod
+    def _list_id(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:  # derived, once name and from_email are known to be valid
+            if "name" not in info.data or "from_email" not in info.data:
+                return None  # their own errors are reported
+            return default_list_id(info.data["name"], info.data["from_email"])
+        _one_line(v)
+        if v.startswith("<") and v.endswith(">"):
+            raise ValueError(f"write it without the angle brackets: {v[1:-1]!r}; they are added in the header")
+        if not LIST_ID.fullmatch(v):
+            raise ValueError(f"{v!r} is not a list id like digest.example.org (RFC 2919: a label and a domain "
+                             "you control, dot-separated parts of letters, digits and !#$%&'*+-/=?^_`{|}~, "
+                             "no spaces)")
+        if len(v) > LIST_ID_MAX:  # ASCII by now: characters are octets
+            raise ValueError(f"is {len(v)} characters long; RFC 2919 allows at most {LIST_ID_MAX}")
+        return v
+
     @field_validator("from_email", "reply_to", "unsubscribe_mailto")
     @classmethod
     def _address(cls, v: str | None) -> str | None:
@@ -246,6 +275,30 @@ class Settings(_Section):
         return _line_of(self.path.read_text(encoding="utf-8-sig"), key)
 
 
+def _slug(text: str) -> str:
+    """Lower-case ASCII letters and digits of `text`, runs of anything else as one "-" (accents
+    dropped: "Café" -> "cafe"); at most 63 characters, a DNS label's length."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:63].strip("-")
+
+
+def default_list_id(name: str, from_email: str) -> str:
+    """The list id when list_id is not set: a slug of the name (or, for a name with no ASCII letters,
+    such as "Нейродайджест", of from_email's local part) and from_email's domain, the sender's own
+    namespace, as RFC 2919 asks: "Weekly AI" + news@example.org -> weekly-ai.example.org."""
+    local, _, domain = from_email.rpartition("@")
+    label = _slug(name) or _slug(local) or "newsletter"
+    try:
+        namespace = domain.encode("idna").decode("ascii").lower()  # пример.рф -> xn--e1afmkfd.xn--p1ai
+    except UnicodeError:
+        namespace = ""
+    list_id = f"{label}.{namespace}"
+    if not LIST_ID.fullmatch(list_id) or len(list_id) > LIST_ID_MAX:
+        raise ValueError(f"cannot be derived from from_email = {from_email!r} (its domain is not a plain "
+                         'domain name); set list_id, like list_id = "news.example.org"')
+    return list_id
+
+
 def _fields(template: str, allowed: set[str], optional: tuple[str, ...] = ()) -> None:
     """Refuse {placeholders} other than `allowed` and `optional` (and broken braces) in a URL template."""
     try:
@@ -264,6 +317,7 @@ ENV_OVERRIDES: dict[str, tuple[str | None, str]] = {
     "NEWSLETTER_LANGUAGE": (None, "language"),
     "NEWSLETTER_FROM_NAME": (None, "from_name"),
     "NEWSLETTER_FROM_EMAIL": (None, "from_email"),
+    "NEWSLETTER_LIST_ID": (None, "list_id"),
     "NEWSLETTER_REPLY_TO": (None, "reply_to"),
     "NEWSLETTER_POSTAL_ADDRESS": (None, "postal_address"),
     "NEWSLETTER_UNSUBSCRIBE_URL": (None, "unsubscribe_url"),

@@ -85,6 +85,9 @@ class Envelope:
     # the headers a reader whose quoted address is TAG_LOCAL@TAG_DOMAIN and whose token is TAG_TOKEN
     # gets (what Personalizer.headers makes for them): the same, with tags, for every reader
     unsubscribe_headers: dict[str, str] = field(default_factory=dict, compare=False)
+    # the List-Id header (RFC 2919), the same for every reader and every issue: "phrase <list-id>",
+    # already ASCII (personalize.list_id_header encodes the name); "": none
+    list_id: str = ""
     # the three texts split once at their tokens (~0.2 ms for 60 KB): filling is then one join
     fillers: tuple[merge.Filler, merge.Filler, merge.Filler] = field(init=False, repr=False, compare=False)
 

@@ -20,10 +20,16 @@ class _Literal(str):
     """A subject kept as written: it holds text the header parser would decode (see _MailPolicy)."""
 
 
+class _Verbatim(str):
+    """A header value already ASCII and encoded (List-Id): stored and written as it is; reading it
+    (msg["List-Id"]) decodes it, as for any header."""
+
+
 class _MailPolicy(EmailPolicy):
     """The default policy, except for the headers it gets wrong for us.
 
     Subject: see _subject. To and Subject holding "=?": see header_store_parse.
+    List-Id: made ready to write by personalize.list_id_header; see _words.
     List-Unsubscribe: never RFC 2047-encoded.
     Python folds a token longer than 78 characters, such as a signed unsubscribe URL, as encoded
     words (=?utf-8?q?...?=); mail clients then find no URL in the header and show no unsubscribe
@@ -32,6 +38,18 @@ class _MailPolicy(EmailPolicy):
     def _verbatim(self, name: str, value: str) -> str:
         items = re.split(r"(?<=>)\s*,\s*", str(value).strip())
         return f"{name}: " + f",{self.linesep} ".join(items) + self.linesep
+
+    def _words(self, name: str, value: str) -> str:
+        """An ASCII value folded at its spaces, as few lines as fit in max_line_length. List-Id's
+        value holds encoded words, which the parser would decode (a name written as the encoded
+        word of "Eve\\r\\nBcc: ..." became a header of its own) and the folder encode anew."""
+        lines, line = [], f"{name}:"
+        for word in str(value).split(" "):
+            if len(line) + 1 + len(word) > (self.max_line_length or 78) and line != f"{name}:":
+                lines.append(line)
+                line = ""
+            line += " " + word
+        return self.linesep.join([*lines, line]) + self.linesep
 
     def _subject(self, name: str, value: str) -> str:
         # CPython's folder puts the space between two encoded words outside them, where RFC 2047
@@ -47,6 +65,10 @@ class _MailPolicy(EmailPolicy):
         # Address, a _Literal subject), and fold encodes it whole.
         if name.lower() == "to" and isinstance(value, Address) and "=?" in value.display_name:
             return name, value
+        if name.lower() == "list-id" and isinstance(value, str):
+            if not value.isascii() or not value.isprintable():  # no line breaks, no raw UTF-8
+                raise ValueError(f"List-Id must be printable ASCII (personalize.list_id_header): {value!r}")
+            return name, _Verbatim(value)
         if name.lower() == "subject" and isinstance(value, str) and "=?" in value:
             if "\r" in value or "\n" in value:
                 raise ValueError("Header values may not contain linefeed or carriage return characters")
@@ -70,6 +92,8 @@ class _MailPolicy(EmailPolicy):
     def fold(self, name: str, value: str) -> str:
         if name.lower() == "list-unsubscribe":
             return self._verbatim(name, value)
+        if isinstance(value, _Verbatim):
+            return self._words(name, value)
         if isinstance(value, (Address, _Literal)):
             return self._literal(name, value)
         if name.lower() == "subject" and not str(value).isascii():
@@ -79,6 +103,8 @@ class _MailPolicy(EmailPolicy):
     def fold_binary(self, name: str, value: str) -> bytes:
         if name.lower() == "list-unsubscribe":
             return self._verbatim(name, value).encode("ascii", "surrogateescape")
+        if isinstance(value, _Verbatim):
+            return self._words(name, value).encode("ascii")
         if isinstance(value, (Address, _Literal)):
             return self._literal(name, value).encode("utf-8" if self.utf8 else "ascii", "surrogateescape")
         if name.lower() == "subject" and not str(value).isascii():
@@ -107,8 +133,10 @@ def _headers(envelope: Envelope, p: Personalization, subject: str) -> list[tuple
         ("Date", formatdate(localtime=False, usegmt=True)),
         ("Message-ID", make_msgid(domain=envelope.from_email.rpartition("@")[2] or None)),
         ("X-Newsletter-Issue", envelope.issue_id),
-        *p.headers.items(),
     ]
+    if envelope.list_id:  # the same for every reader: providers/smtp/data.py folds it once
+        headers.append(("List-Id", envelope.list_id))
+    headers += p.headers.items()
     return headers
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import html as html_lib
 import re
 from collections.abc import Callable, Mapping
+from email.header import Header
 from html import escape
 from string import Formatter
 from urllib.parse import quote
@@ -17,7 +18,8 @@ from .message import TAG_DOMAIN, TAG_LOCAL, TAG_TOKEN, Envelope, Personalization
 from .subscribers import Subscriber, address_key
 from .tokens import token_signer, unsubscribe_token, verify_unsubscribe_token
 
-__all__ = ["Personalizer", "sample_message", "html_size", "unsubscribe_token", "verify_unsubscribe_token"]  # tokens: re-exported
+__all__ = ["Personalizer", "sample_message", "html_size", "list_id_header", "unsubscribe_token",
+           "verify_unsubscribe_token"]  # tokens: re-exported
 
 # The reader every preview shows (render, check, preview, the HTML size): no name, so that
 # `default(...)` fallbacks show. Its unsubscribe token is signed with a fixed key: it has the length
@@ -26,6 +28,32 @@ SAMPLE_SUBSCRIBER = Subscriber(email="reader@example.com", name="", status="subs
                                fields={"email": "reader@example.com"}, line=0)
 SAMPLE_SECRET = "sample-only: not a real key, links signed with it are refused"
 _URL_SAFE = re.compile(r"[A-Za-z0-9_.~@-]*")  # what quote(x, safe="@") leaves as it is
+_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")  # RFC 5322 atext: a phrase's word as it is
+_ENCODED_WORD = 75  # RFC 2047 2: an encoded word's longest
+
+
+def list_id_header(name: str, list_id: str) -> str:
+    """The List-Id header's value (RFC 2919): the newsletter's name as the phrase, then <list_id>.
+
+    It is ASCII and ready to be written as it is, so SMTP, the .eml files and SendGrid all carry the
+    same header: plain words stay as they are; ASCII with specials ("Dev, News") becomes a quoted
+    string; a non-ASCII name, or one that holds "=?" (which a mail client would decode as RFC 2047,
+    and Python's parser turned into line breaks), becomes encoded words. Those come from the legacy
+    Header encoder: CPython's folder drops the space between two encoded words (see mime._subject),
+    and an encoded word in a phrase may hold only letters, digits and !*+-/=_, which both of
+    Header's encodings keep to."""
+    phrase = " ".join(name.split())  # settings refuse control characters; runs of spaces become one
+    if not phrase:
+        return f"<{list_id}>"
+    words = phrase.split(" ")
+    if phrase.isascii() and "=?" not in phrase and all(len(w) <= _ENCODED_WORD - 10 for w in words):
+        if not all(_ATOM.fullmatch(w) for w in words):
+            phrase = '"' + phrase.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    else:  # each word at most 75 characters (the first one fits after "List-Id: "); a space between
+        # two of them is not part of the text
+        encoded = Header(phrase, "utf-8", maxlinelen=_ENCODED_WORD, header_name="List-Id").encode(linesep="\n")
+        phrase = " ".join(encoded.split())
+    return f"{phrase} <{list_id}>"
 
 
 def url_quote(email: str) -> str:
@@ -147,6 +175,7 @@ class Personalizer:
             test=self.test,
             unsubscribe_url=self.url_template if self._escaped_template is not None else "",
             unsubscribe_headers=self.tagged_headers(),
+            list_id=list_id_header(s.name, s.list_id) if s.list_id else "",
         )
 
     def tagged_headers(self) -> dict[str, str]:

@@ -255,7 +255,7 @@ class Studio:
         envelope, p = personalizer.envelope(), personalizer(sub)
         subject, html, text = envelope.fill(p)
         msg = build_message(envelope, p)
-        headers = [[k, str(v)] for k in ("From", "To", "Reply-To", "Subject", "List-Unsubscribe",
+        headers = [[k, str(v)] for k in ("From", "To", "Reply-To", "Subject", "List-Id", "List-Unsubscribe",
                                           "List-Unsubscribe-Post") for v in msg.get_all(k) or []]
         headers.append(["Preheader (inbox preview)", prepared.issue.preheader or "(none)"])
         return {"subject": subject, "html": html, "text": text, "headers": headers}

@@ -178,6 +178,43 @@ def test_url_templates_and_addresses_are_checked_at_load(project, cli):
         assert "Traceback" not in r.err
 
 
+@pytest.mark.parametrize("value, message", [
+    ('"<digest.example.org>"', "write it without the angle brackets: 'digest.example.org'"),
+    ('"digest example.org"', "is not a list id like digest.example.org (RFC 2919"),
+    ('"digest"', "is not a list id like digest.example.org"),  # a label and a namespace: one dot at least
+    ('"digest..example.org"', "is not a list id"),
+    ('"дайджест.example.org"', "is not a list id"),
+    ('"d.' + "x" * 254 + '"', "is 256 characters long; RFC 2919 allows at most 255"),
+    ('"digest\\nBcc: x@example.net.example.org"', "contains a control character or line break (U+000A)"),
+])
+def test_list_id_is_checked_where_it_is_set(project, cli, value, message):
+    project.write_issue(SMALL_ISSUE)
+    cfg = project.root / "newsletter.toml"
+    text = cfg.read_text().replace('from_email = "digest@example.org"\n',
+                                   f'from_email = "digest@example.org"\nlist_id = {value}\n')
+    cfg.write_text(text)
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    line = text.splitlines().index(f"list_id = {value}") + 1
+    assert r.code == 1 and f"newsletter.toml:{line}: list_id: " in r.err and message in r.err, r.err
+    assert "Traceback" not in r.err
+
+
+def test_list_id_from_the_environment_and_its_default():
+    from newsletter.config import default_list_id, load_settings
+    from newsletter.errors import ConfigError
+
+    root = REPO
+    with pytest.raises(ConfigError, match=r"^environment variable NEWSLETTER_LIST_ID: list_id: .*is not a list id"):
+        load_settings(root / "newsletter.toml", env={"NEWSLETTER_LIST_ID": "no spaces please"})
+    assert load_settings(root / "newsletter.toml", env={"NEWSLETTER_LIST_ID": "x.y.z"}).list_id == "x.y.z"
+    # the example project: a Cyrillic name leaves no slug, so from_email's local part labels it
+    assert load_settings(root / "newsletter.toml", env={}).list_id == "digest.example.org"
+    assert default_list_id("Weekly AI: the digest!", "News@Acme.io") == "weekly-ai-the-digest.acme.io"
+    assert default_list_id("Café Crème", "hello@пример.рф") == "cafe-creme.xn--e1afmkfd.xn--p1ai"
+    assert default_list_id("日本", "\"a b\"@example.org") == "a-b.example.org"
+    assert default_list_id("A" * 100, "x@example.org") == "a" * 63 + ".example.org"
+
+
 def test_config_file_encoding_bom_syntax_and_tables_are_located(project, cli):
     project.write_issue(SMALL_ISSUE)
     cfg = project.root / "newsletter.toml"

@@ -240,3 +240,89 @@ def test_an_encoded_word_in_a_readers_value_is_text_not_a_line_break(subject, na
         to = email.message_from_bytes(raw, policy=policy.compat32)["To"]
         display, _, address = to.rpartition(" <")
         assert str(make_header(decode_header(display))) == name and address == "eve@example.com>"
+
+
+# --- List-Id (RFC 2919) -------------------------------------------------------------------------
+
+
+def _list_id_messages(name: str, list_id: str = "digest.example.org") -> list[bytes]:
+    """Two readers' messages from each path that builds one (the .eml files, message_bytes and the
+    SMTP template) for a newsletter called `name`."""
+    from newsletter.personalize import list_id_header
+    from newsletter.providers.smtp.data import DataTemplate
+
+    envelope = Envelope("2021-03", "digest@example.org", "D", None, "Hi NLMF1T", "<p>NLMF1H</p>", "NLMF1T", 2,
+                        list_id=list_id_header(name, list_id))
+    readers = [Personalization("anna@example.com", "Анна", (URL, "Анна"), (URL, "Анна"), HEADERS),
+               Personalization("bob@example.org", "", ("u", "Bob"), ("u", "Bob"), {})]
+    return [raw for p in readers for raw in (build_message(envelope, p).as_bytes(), message_bytes(envelope, p)[0],
+                                             DataTemplate(envelope).data(p)[0])]
+
+
+def _raw_list_id(raw: bytes) -> bytes:
+    """The List-Id header's bytes, folding included, with LF line ends."""
+    head = raw.replace(b"\r\n", b"\n").split(b"\n\n")[0]
+    return re.search(rb"(?ms)^List-Id: .*?\n(?=\S)", head).group()
+
+
+@pytest.mark.parametrize("name", ["Нейродайджест", "Weekly AI digest", "Dev, \"News\" & <Co> \\ (1)", "",
+                                  "Очень длинное название рассылки про нейросети и машинное обучение 🎉",
+                                  "x" * 200, "=?utf-8?q?Eve=0D=0ABcc:_victim@example.net?=",
+                                  "=?utf-8?b?RXZlDQpCY2M6IHZpY3RpbUBleGFtcGxlLm5ldA==?="])
+def test_list_id_is_the_same_bytes_in_every_message_and_decodes_to_the_name(name):
+    raws = _list_id_messages(name)
+    headers = {_raw_list_id(raw) for raw in raws}
+    assert len(headers) == 1  # every reader, every path: the very same bytes
+    (header,) = headers
+    assert header.isascii() and all(len(line) <= 78 for line in header.splitlines())
+    for raw in raws:
+        head = raw.split(b"\n\n" if b"\r\n" not in raw else b"\r\n\r\n")[0]
+        assert not re.search(rb"(?im)^bcc:", head), head  # an encoded word is text, not a line break
+        msg = email.message_from_bytes(raw, policy=policy.default)
+        assert not msg.defects
+        # RFC 2047 decoding of the phrase (compat32: the words as they are), then RFC 5322 unquoting
+        value = email.message_from_bytes(raw, policy=policy.compat32)["List-Id"]
+        phrase, _, list_id = str(value).rpartition("<")
+        assert list_id == "digest.example.org>"
+        decoded = str(make_header(decode_header(phrase.strip()))) if "=?" in phrase else phrase.strip()
+        if decoded.startswith('"'):
+            decoded = email.utils.unquote(decoded).replace('\\"', '"').replace("\\\\", "\\")
+        assert decoded == " ".join(name.split())
+
+
+def test_list_id_phrase_is_encoded_only_when_it_must_be():
+    from newsletter.personalize import list_id_header
+
+    assert list_id_header("Weekly AI digest", "w.example.org") == "Weekly AI digest <w.example.org>"
+    assert list_id_header("Dev, News", "d.example.org") == '"Dev, News" <d.example.org>'
+    assert list_id_header("", "d.example.org") == "<d.example.org>"
+    assert list_id_header("Нейродайджест", "digest.example.org") == \
+        "=?utf-8?b?0J3QtdC50YDQvtC00LDQudC00LbQtdGB0YI=?= <digest.example.org>"
+    raw = _raw_list_id(_list_id_messages("Нейродайджест")[0])
+    assert raw == b"List-Id: =?utf-8?b?0J3QtdC50YDQvtC00LDQudC00LbQtdGB0YI=?= <digest.example.org>\n"
+
+
+def test_a_list_id_with_a_line_break_is_refused_not_written():
+    envelope = Envelope("2021-03", "d@example.org", "D", None, "Hi", "<p>x</p>", "x", 1,
+                        list_id="Eve <e.example.org>\r\nBcc: victim@example.net")
+    p = Personalization("anna@example.com", "", ("u",), ("u",), {})
+    for build in (lambda: build_message(envelope, p), lambda: message_bytes(envelope, p)):
+        with pytest.raises(ValueError):
+            build()
+
+
+def test_every_personalized_message_carries_the_projects_list_id(tmp_path):
+    # the envelope every command sends (Personalizer) names the list: the same for a test copy
+    from conftest import CONFIG, SMALL_ISSUE
+    from newsletter.config import load_settings
+    from newsletter.issue import parse_issue
+    from newsletter.personalize import SAMPLE_SUBSCRIBER, Personalizer
+    from newsletter.render import Renderer
+
+    (tmp_path / "newsletter.toml").write_text(CONFIG, encoding="utf-8")
+    settings = load_settings(tmp_path / "newsletter.toml", env={})
+    rendered = Renderer(settings).render(parse_issue(SMALL_ISSUE, "x.yaml"), "2021-03")
+    for test in (False, True):
+        personalizer = Personalizer(rendered, settings, "k" * 32, provider="smtp", test=test)
+        msg = build_message(personalizer.envelope(), personalizer(SAMPLE_SUBSCRIBER))
+        assert msg["List-Id"] == "Test Digest <test-digest.example.org>"

@@ -397,6 +397,18 @@ def test_subject_decodes_as_written(digest: Project, inbox: MailDev, flags: tupl
             f"Python's email; as sent:\nSubject: {raw_header(raw, 'Subject')}")
 
 
+def test_list_id_arrives_the_same_in_every_copy(digest: Project, inbox: MailDev) -> None:
+    """List-Id (RFC 2919) names the list, so that clients file and filter it: the same header, byte
+    for byte, in the [TEST] copy and in every reader's, the Cyrillic name RFC 2047-encoded."""
+    send(digest, inbox, "--test", NEWSLETTER_PREVIEW_TO=EDITOR, NEWSLETTER_NAME="Нейродайджест")
+    send(digest, inbox, "--send", "--yes", NEWSLETTER_NAME="Нейродайджест")
+    raws = [inbox.source(mail["id"]) for mail in inbox.wait_for(1 + len(SUBSCRIBED))]
+    assert {raw_header(raw, "List-Id") for raw in raws} == {
+        "=?utf-8?b?0J3QtdC50YDQvtC00LDQudC00LbQtdGB0YI=?= <digest.example.org>"}
+    for raw in raws:
+        assert email.message_from_bytes(raw, policy=policy.default)["List-Id"] == "Нейродайджест <digest.example.org>"
+
+
 def test_the_preview_pages_send_test_button_lands_in_the_inbox(digest: Project, inbox: MailDev) -> None:
     # the studio's "send test" (what the button posts to) delivers the [TEST] copy to MailDev
     from newsletter.studio import Studio

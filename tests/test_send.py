@@ -184,6 +184,38 @@ def test_test_send_goes_to_preview_only_and_does_not_count(project, serve):
     assert r.code == 0 and copies(handler, 3) == [1, 1, 1]
 
 
+def _list_id(msg: email.message.EmailMessage) -> str:
+    """The List-Id header as it arrived: its raw text, folding included."""
+    [raw] = [v for k, v in msg.raw_items() if k.lower() == "list-id"]
+    return raw
+
+
+def test_every_message_of_every_path_carries_the_same_list_id(project, serve):
+    # RFC 2919: one List-Id for the list, whoever reads it and however it went out; the name in
+    # it RFC 2047-encoded (Cyrillic), the id derived from from_email (its local part: the name has
+    # no ASCII letters for a slug)
+    handler = Recorder()
+    env = {**setup(project, serve, handler, n=4), "NEWSLETTER_NAME": "Нейродайджест"}
+    assert send(project, env).code == 0  # dry run: the sample .eml files
+    samples = [email.message_from_bytes(f.read_bytes(), policy=policy.default)
+               for f in sorted((project.root / "outbox" / "2021-03").glob("sample-*.eml"))]
+    assert send(project, {**env, "NEWSLETTER_PREVIEW_TO": "ed@example.org"}, "--test").code == 0
+    assert send(project, env, "--send", "--yes").code == 0
+    sent = [m[2] for m in handler.messages]
+    assert len(samples) == 3 and len(sent) == 1 + 4
+    for msg in samples + sent:
+        assert msg["List-Id"] == "Нейродайджест <digest.example.org>"
+        assert _list_id(msg) == _list_id(sent[0])  # byte for byte, for every reader
+    assert _list_id(sent[0]).startswith("=?utf-8?")  # encoded, not raw UTF-8
+
+
+def test_list_id_setting_is_used_as_written(project, serve):
+    handler = Recorder()
+    env = {**setup(project, serve, handler, n=2), "NEWSLETTER_LIST_ID": "march.digest.example.org"}
+    assert send(project, env, "--send", "--yes").code == 0
+    assert [m[2]["List-Id"] for m in handler.messages] == ["Test Digest <march.digest.example.org>"] * 2
+
+
 def test_transient_refusals_are_retried_and_permanent_ones_reported(project, serve):
     class Flaky(Recorder):
         tries = 0

@@ -181,16 +181,17 @@ def delivered(body: dict, index: int) -> tuple[str, str, str]:
     return subject, html_part, text
 
 
-def delivered_headers(body: dict, index: int) -> dict[str, str]:
+def delivered_headers(body: dict, index: int, *, merged: bool = False) -> dict[str, str]:
     """The reader's headers: its personalization's own, else the top-level ones with its tags
-    replaced (what substitute_headers counts on SendGrid doing)."""
+    replaced (what substitute_headers counts on SendGrid doing). merged: the top-level ones with
+    the personalization's over them, key by key (what SendGrid's documentation says it does)."""
     item = body["personalizations"][index]
-    if "headers" in item:
+    if "headers" in item and not merged:
         return item["headers"]
     headers = dict(body.get("headers", {}))
     for tag, value in item.get("substitutions", {}).items():
         headers = {k: v.replace(tag, value) for k, v in headers.items()}
-    return headers
+    return {**headers, **item.get("headers", {})}
 
 
 def test_body_is_compact_utf8_json_with_the_key_as_bearer(standin: StandIn) -> None:
@@ -563,7 +564,10 @@ def test_sendgrid_expands_each_reader_to_exactly_what_fill_gives(standin: StandI
         assert delivered(body, i) == env.fill(reader)  # subject, html, text, byte for byte
         item = body["personalizations"][i]
         assert item["headers"] == reader.headers and item["to"][0]["email"] == reader.email
-    assert "headers" not in body  # SendGrid's spec promises substitutions in content, not headers
+        assert delivered_headers(body, i, merged=True) == {**reader.headers, "List-Id": env.list_id}
+    # only List-Id, the same for all: the unsubscribe headers, with tags, only with substitute_headers
+    # (SendGrid's spec promises substitutions in content, not headers)
+    assert body["headers"] == {"List-Id": env.list_id}
     # the URL travels once, in the content; each reader carries only its address and token
     assert "token=NLMFUT" in body["content"][0]["value"]
 
@@ -582,7 +586,8 @@ def test_only_what_differs_per_reader_is_sent(standin: StandIn, project) -> None
     assert set(first) <= {"NLMFUE", "NLMFUT", "NLMF1T", "NLMF2T", "NLMF3T"}  # no URL, no twin H tags
     assert first["NLMFUE"] == "user0@example.com" and len(first["NLMFUT"]) == 22
     per_reader = (len(standin.requests[0].body) - sum(len(c["value"].encode()) for c in body["content"])) / 1000
-    assert per_reader < 480  # was ~625 B with the URL three times over; the headers are most of the rest
+    # was ~625 B with the URL three times over; the headers are most of the rest (List-Id goes once)
+    assert per_reader < 480
 
 
 def test_a_value_that_looks_like_a_tag_keeps_the_url_whole(standin: StandIn, project) -> None:
@@ -611,7 +616,7 @@ def test_shared_headers_expand_to_each_readers_own(standin: StandIn, project, na
         # only an address the two quotings write differently (a/b@: %2F in the URL, / in mailto:)
         # carries its own headers, which replace the shared ones
         assert ("headers" in body["personalizations"][i]) == ("/" in reader.email)
-        assert delivered_headers(body, i) == reader.headers
+        assert delivered_headers(body, i, merged=True) == {**reader.headers, "List-Id": env.list_id}
         assert delivered(body, i) == env.fill(reader)
 
 
@@ -633,6 +638,71 @@ def test_shared_headers_satisfy_sendgrids_published_spec(prism: str, project) ->
     r = _cli_send(project, prism, 5, "--send", "--yes", env_extra={"SENDGRID_SUBSTITUTE_HEADERS": "true"})
     assert r.code == 0, r.output  # Prism answers 400 to any request that breaks the spec
     assert "✓ done: 5 sent" in r.out
+
+
+# --- List-Id (RFC 2919): the same header for every reader -----------------------------------------
+
+LIST_ID = "=?utf-8?b?0J3QtdC50YDQvtC00LDQudC00LbQtdGB0YI=?= <digest.example.org>"  # Нейродайджест
+
+
+@pytest.mark.parametrize("substitute", [False, True])
+@pytest.mark.parametrize("merged", [False, True])
+def test_list_id_goes_once_and_only_it_depends_on_how_sendgrid_combines_headers(standin: StandIn,
+                                                                                 substitute: bool,
+                                                                                 merged: bool) -> None:
+    # a reader with headers of their own (the unsubscribe ones), one without (SendGrid's own
+    # unsubscribe group), and one whose headers cannot come from the shared tags. Merged (what
+    # SendGrid documents), each gets List-Id; taken whole, those with their own headers miss only
+    # List-Id: their unsubscribe headers are theirs either way
+    env = envelope(list_id=LIST_ID)
+    batch = [person(1), replace(person(2), headers={}), person(3)]
+    sg = SendGridProvider(SendGridSettings(api_url=standin.url, api_key=KEY, substitute_headers=substitute))
+    sg.send(env, batch)
+    body = standin.requests[0].json()
+    assert body["headers"]["List-Id"] == LIST_ID  # once, at the top level
+    assert all("List-Id" not in item.get("headers", {}) for item in body["personalizations"])
+    for i, reader in enumerate(batch):
+        got = delivered_headers(body, i, merged=merged)
+        own = "headers" in body["personalizations"][i]
+        assert got == ({**reader.headers} if own and not merged else {**reader.headers, "List-Id": LIST_ID})
+
+
+def test_no_list_id_no_header(standin: StandIn) -> None:
+    # an Envelope made without one (the library's callers): the request is as before
+    provider(standin.url).send(envelope(), [person(1)])
+    body = standin.requests[0].json()
+    assert "headers" not in body and "List-Id" not in body["personalizations"][0]["headers"]
+
+
+def test_list_id_of_a_real_send_is_the_smtp_header_unfolded(standin: StandIn, project) -> None:
+    # what SendGrid writes is the very value the SMTP message carries (ASCII: encoded words for a
+    # non-ASCII name), for every reader of every batch
+    from newsletter.mime import fold
+
+    (project.root / "newsletter.toml").write_text(
+        (project.root / "newsletter.toml").read_text().replace('name = "Test Digest"', 'name = "Нейродайджест"'),
+        encoding="utf-8")
+    r = _cli_send(project, standin.url, 1500, "--send", "--yes")
+    assert r.code == 0, r.output
+    bodies = [req.json() for req in standin.requests]
+    assert len(bodies) == 2
+    wire = fold("List-Id", LIST_ID).decode("ascii")
+    assert wire.replace("\r\n ", " ") == f"List-Id: {LIST_ID}\r\n"
+    for body in bodies:
+        assert body["headers"] == {"List-Id": LIST_ID}  # once a request, not once a reader
+        assert not any("List-Id" in item.get("headers", {}) for item in body["personalizations"])
+
+
+@pytest.mark.prism
+@pytest.mark.parametrize("substitute", ["false", "true"])
+def test_list_id_satisfies_sendgrids_published_spec(prism: str, project, substitute: str) -> None:
+    r = _cli_send(project, prism, 5, "--send", "--yes",
+                  env_extra={"SENDGRID_SUBSTITUTE_HEADERS": substitute, "NEWSLETTER_NAME": "Нейродайджест, \"ML\"",
+                             "NEWSLETTER_LIST_ID": "ml-digest.example.org"})
+    assert r.code == 0, r.output  # Prism answers 400 to any request that breaks the spec
+    assert "✓ done: 5 sent" in r.out
+    env, batch = envelope(list_id=LIST_ID), [person(1), replace(person(2), headers={})]
+    assert violations(prism, provider(prism).body(env, batch)) == []
 
 
 # --- gzip-compressed requests ([sendgrid] compress, issue 11) --------------------------------------

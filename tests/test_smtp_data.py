@@ -13,6 +13,7 @@ import pytest
 
 from newsletter import mime
 from newsletter.message import Envelope, Personalization
+from newsletter.personalize import list_id_header
 from newsletter.providers.smtp.data import (DataTemplate, _ascii_header, _list_unsubscribe, _to, dot_stuff,
                                            template_for)
 
@@ -40,6 +41,10 @@ TEXT = [
     "",
 ]
 SUBJECTS = ["Нейродайджест: главное в машинном обучении за март 2021", "Hi NLMF1T", "Привет, NLMF1T", "Plain"]
+# List-Id values as Personalizer makes them: none, encoded words (one, several lines), a quoted string
+LIST_IDS = ["", list_id_header("Нейродайджест", "digest.example.org"), list_id_header("A, B & C", "abc.example.org"),
+            list_id_header("Очень длинное название рассылки про нейросети и машинное обучение", "long.example.org"),
+            list_id_header("The Newsletter", "the-newsletter." + "x" * 60 + ".example.org")]
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +60,7 @@ def envelope(rng: random.Random, html: str, text: str) -> Envelope:
     return Envelope("2021-03", rng.choice(["digest@example.org", "d@news.example.com"]),
                     rng.choice(["Нейродайджест", "The Newsletter", "A, B & C"]),
                     rng.choice([None, "editor@example.org", "Редакция <editor@example.org>"]),
-                    rng.choice(SUBJECTS), html, text, 3)
+                    rng.choice(SUBJECTS), html, text, 3, list_id=rng.choice(LIST_IDS))
 
 
 def reader(rng: random.Random, i: int) -> Personalization:

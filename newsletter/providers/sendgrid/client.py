@@ -144,6 +144,11 @@ class SendGridProvider:
         Only what differs per reader goes into each personalization: the shared parts are sent once
         with substitution tags in them (see `_content`)."""
         subject, html_part, text, tags, shared_headers, own_headers = self._content(envelope, batch)
+        # List-Id is the same for every reader: it goes once, at the top level. SendGrid documents
+        # that a personalization's keys are merged over the top-level ones; were it to take them
+        # whole, a reader carrying their own headers would miss only List-Id (a convenience), never
+        # List-Unsubscribe (see _content). Repeating it per reader cost ~80 bytes each (+16 %).
+        list_id = {"List-Id": envelope.list_id} if envelope.list_id else {}
         personalizations = []
         for p, values, own in zip(batch, tags, own_headers):
             to = {"email": p.email, "name": p.name} if p.name else {"email": p.email}
@@ -166,8 +171,8 @@ class SendGridProvider:
             "subject": subject,
             "content": content,
         }
-        if shared_headers:
-            body["headers"] = shared_headers
+        if shared_headers or list_id:
+            body["headers"] = {**(shared_headers or {}), **list_id}
         if envelope.reply_to:
             body["reply_to"] = {"email": envelope.reply_to}
         categories = list(dict.fromkeys(envelope.categories))[:MAX_CATEGORIES]  # must be unique

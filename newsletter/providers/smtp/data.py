@@ -154,6 +154,7 @@ class DataTemplate:
         self.reply_to = mime.fold("Reply-To", envelope.reply_to) if envelope.reply_to else b""
         self.subject = None if envelope.fillers[0].slots else mime.fold("Subject", envelope.subject)
         self.issue = mime.fold("X-Newsletter-Issue", envelope.issue_id)
+        self.list_id = mime.fold("List-Id", envelope.list_id) if envelope.list_id else b""
 
     def data(self, p: Personalization, *, utf8: bool = False) -> tuple[bytes, int, str]:
         """(DATA bytes, message size for SIZE=, Message-ID) of `p`'s copy: message_bytes(p, utf8),
@@ -166,7 +167,7 @@ class DataTemplate:
         message_id = mime.make_msgid(domain=self.domain)  # mime's (and formatdate), as tests fix both
         chunks = [self.sender, _to(p.name, p.email) if p.name else mime.fold("To", p.email),
                   self.reply_to, subject, self._date_header(), _ascii_header("Message-ID", message_id),
-                  self.issue]
+                  self.issue, self.list_id]
         for name, value in p.headers.items():
             if name.lower() == "list-unsubscribe":
                 chunks.append(_list_unsubscribe(name, value))
