@@ -181,6 +181,15 @@ class Settings(_Section):
     def _header_text(cls, v: str | None) -> str | None:
         return _one_line(v)
 
+    @field_validator("name", "from_name")
+    @classmethod
+    def _no_encoded_word(cls, v: str | None) -> str | None:
+        # the From: header's parser would decode it, a line break included (header injection)
+        if v is not None and "=?" in v:
+            raise ValueError("holds '=?', which mail clients read as the start of an RFC 2047 encoded word; "
+                             "write the name as plain text (any language: it is encoded for you)")
+        return v
+
     @field_validator("secret")
     @classmethod
     def _secret(cls, v: str | None) -> str | None:

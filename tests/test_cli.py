@@ -199,6 +199,25 @@ def test_list_id_is_checked_where_it_is_set(project, cli, value, message):
     assert "Traceback" not in r.err
 
 
+@pytest.mark.parametrize("key", ["from_name", "name"])
+def test_a_sender_name_shaped_like_an_encoded_word_is_refused_at_its_line(project, cli, key):
+    """The From: header's parser decodes =?...?= (a line break included): it crashed message building."""
+    project.write_issue(SMALL_ISSUE)
+    project.write_list("email,name\na@example.org,Ann\n")
+    cfg = project.root / "newsletter.toml"
+    value = '"=?utf-8?q?Eve=0D=0ABcc:_x@example.net?="'
+    text = cfg.read_text().replace('from_email = "digest@example.org"\n',
+                                   f'from_email = "digest@example.org"\n{key} = {value}\n')
+    if f"\n{key} = " in cfg.read_text():  # the key is set already: replace that line instead
+        text = "\n".join(f"{key} = {value}" if ln.startswith(f"{key} = ") else ln
+                         for ln in cfg.read_text().splitlines()) + "\n"
+    cfg.write_text(text)
+    r = cli("send", "issues/issue.yaml", "--list", "readers", cwd=project.root)
+    line = text.splitlines().index(f"{key} = {value}") + 1
+    assert r.code == 1 and f"newsletter.toml:{line}: {key}: holds '=?'" in r.err, r.err
+    assert "internal error" not in r.err and not (project.root / "outbox").exists()
+
+
 def test_list_id_from_the_environment_and_its_default():
     from newsletter.config import default_list_id, load_settings
     from newsletter.errors import ConfigError
