@@ -383,3 +383,23 @@ def test_walkthrough_from_suppressions_to_the_send_and_the_csv(project: Project,
     r = cli("send", "issues/2021-03.yaml", "--list", "readers")
     assert re.search(r"skipped by status\s+2  complained 1, unsubscribed 1 *\n", r.out)
     assert re.search(r"would receive it\s+1 *\n", r.out)
+
+
+def test_a_suppression_however_its_address_is_written_keeps_the_reader_from_the_send(
+        project: Project, database_url: str | None) -> None:
+    """The webhook and the unsubscribe service add what they are given: SendGrid may report an IDN
+    reader's domain in its IDNA form, which the list reads in Unicode. It used to be keyed as given,
+    so a bounce or a spam report of anna@xn--e1afmkfd.xn--p1ai never kept anna@пример.рф from a send."""
+    project.write_issue(SMALL_ISSUE)
+    project.write_list("email,name\nanna@пример.рф,Anna\nbob@example.com,Bob\ncy@example.com,Cy\n")
+    with open_store(project.root / ".newsletter", database_url) as store:
+        assert store.suppressions.add("anna@xn--e1afmkfd.xn--p1ai", "complained", "webhook")
+        assert store.suppressions.add(" BOB@EXAMPLE.COM ", "bounced", "webhook")
+        assert not store.suppressions.add("Anna@ПРИМЕР.РФ", "bounced", "webhook")  # the same reader
+        assert store.suppressions.get("anna@пример.рф") is not None
+    r = run_cli("send", "issues/issue.yaml", "--list", "readers", cwd=project.root, env=env_for(database_url))
+    assert r.code == 0, r.output
+    assert re.search(r"would receive it\s+1 *\n", r.out)
+    assert re.search(r"suppressed\s+2  bounced 1, complained 1 *\n", r.out)
+    r = run_cli("suppressions", "remove", "anna@пример.рф", cwd=project.root, env=env_for(database_url))
+    assert r.out.startswith("removed anna@xn--e1afmkfd.xn--p1ai from the suppressions"), r.output
