@@ -96,6 +96,8 @@ def apply_statuses(path: Path, suppressions: Suppressions, *, dry_run: bool = Fa
     result = ApplyResult(path, added_status_column="status" not in columns)
     status_at = len(columns) if result.added_status_column else columns.index("status")
     email_at = columns.index("email")
+    if not targets and not result.added_status_column:
+        return result  # nothing to change: the file is not even copied (its folder may be read-only)
     # a symlinked list is written where the link points: the link stays a link
     output = _Output(path.resolve(), dry_run, before)
     with path.open("r", encoding="utf-8", newline="") as source:
