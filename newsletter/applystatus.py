@@ -96,6 +96,10 @@ def apply_statuses(path: Path, suppressions: Suppressions, *, dry_run: bool = Fa
     result = ApplyResult(path, added_status_column="status" not in columns)
     status_at = len(columns) if result.added_status_column else columns.index("status")
     email_at = columns.index("email")
+    if not targets and not result.added_status_column:
+        return result  # nothing to change: the file is not even copied (its folder may be read-only)
+    # a symlinked list is written where the link points: the link stays a link
+    output = _Output(path.resolve(), dry_run, before)
     with path.open("r", encoding="utf-8", newline="") as source:
         try:
             bom = source.read(1)
@@ -104,7 +108,6 @@ def apply_statuses(path: Path, suppressions: Suppressions, *, dry_run: bool = Fa
                 bom = ""
             records = _records(source)
             header = next(records)
-            output = _Output(path, dry_run, before)
             with output as out:
                 out.write(bom + header.text + (_new_cell(header, "status") if result.added_status_column else "")
                           + header.ending)
@@ -115,6 +118,11 @@ def apply_statuses(path: Path, suppressions: Suppressions, *, dry_run: bool = Fa
                 output.commit = bool(result.changes) or result.added_status_column
         except UnicodeDecodeError as e:
             raise SubscriberListError(f"{path}: not UTF-8 ({e.reason}); save the list as UTF-8") from None
+        except OSError as e:  # a full disk, a read-only folder: the old list is still there, whole
+            raise SubscriberListError(
+                f"{path}: the new list could not be written beside it in {output.path.parent} "
+                f"({e.strerror or e}); nothing was changed: free some space or make the folder "
+                "writable, and run the command again") from None
     result.written = not dry_run and (bool(result.changes) or result.added_status_column)
     return result
 

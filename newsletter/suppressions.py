@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
+from .addresses import AddressValidator, EmailNotValidError
 from .errors import NewsletterError
 from .ledger import key_of
 from .store.db import Database, now
@@ -46,13 +47,13 @@ class Suppressions:
         inserted = self.db.execute(
             """INSERT INTO suppressions (email_key, email, reason, source, issue, detail, created_at)
                VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (email_key) DO NOTHING RETURNING email_key""",
-            (key_of(email), email, reason, source, issue, detail, at or now()))
+            (_key(email), email, reason, source, issue, detail, at or now()))
         return bool(inserted)
 
     def remove(self, email: str) -> bool:
         """Lift a suppression (the reader asked to come back); True if there was one."""
         removed = self.db.execute("DELETE FROM suppressions WHERE email_key = ? RETURNING email_key",
-                                  (key_of(email),))  # one statement: atomic on its own
+                                  (_key(email),))  # one statement: atomic on its own
         return bool(removed)
 
     def reasons(self, keys: Iterable[str]) -> dict[str, str]:
@@ -64,7 +65,7 @@ class Suppressions:
     def get(self, email: str) -> Suppression | None:
         rows = self.db.execute(
             "SELECT email, reason, source, created_at, issue, detail FROM suppressions WHERE email_key = ?",
-            (key_of(email),))
+            (_key(email),))
         return Suppression(*rows[0]) if rows else None
 
     def __iter__(self) -> Iterator[Suppression]:
@@ -97,10 +98,11 @@ class Suppressions:
         items = list(items)
         for s in items:
             _check(s.reason, s.source)
+        validator = AddressValidator()  # each domain checked once
+        keys = [_key(s.email, validator) for s in items]
         with self.db.transaction():
-            known = self.reasons(key_of(s.email) for s in items)
-            for s in items:
-                key = key_of(s.email)
+            known = self.reasons(keys)
+            for s, key in zip(items, keys):
                 if key not in known and key not in new:
                     new[key] = s
             self.db.executemany(
@@ -136,6 +138,16 @@ class Events:
     def set_cursor(self, name: str, value: str) -> None:
         self.db.execute("""INSERT INTO sync_state (name, value) VALUES (?, ?)
                            ON CONFLICT (name) DO UPDATE SET value = excluded.value""", (name, value))
+
+
+def _key(email: str, validator: AddressValidator | None = None) -> str:
+    """The key of an address however it is written, as the lists key it: a webhook or a caller may
+    give the domain in its IDNA form (anna@xn--e1afmkfd.xn--p1ai), which a list reads as
+    anna@пример.рф; and spaces around it. One that does not validate is keyed as it stands."""
+    try:
+        return (validator or AddressValidator())(email.strip()).key
+    except EmailNotValidError:
+        return key_of(email.strip())
 
 
 def _check(reason: str, source: str) -> None:

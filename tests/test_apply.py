@@ -4,8 +4,11 @@ the status cells of the affected rows, byte for byte, atomically, idempotently."
 from __future__ import annotations
 
 import csv
+import errno
 import io
+import os
 import random
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -156,6 +159,49 @@ def test_a_list_edited_meanwhile_is_not_overwritten(tmp_path: Path) -> None:
             apply_statuses(path, EditedMeanwhile(store.db))
     assert path.read_bytes() == b"email,status\nann@example.com,subscribed\nnew@example.com,subscribed\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["list.csv", "state"]
+
+
+def test_a_symlinked_list_is_written_where_the_link_points(tmp_path: Path) -> None:
+    """The new list used to be renamed over the link itself: the link became a plain file and the
+    list it pointed to (shared with another project, or kept elsewhere) never got the statuses."""
+    shared = tmp_path / "shared" / "digest.csv"
+    shared.parent.mkdir()
+    shared.write_bytes(b"email,status\nann@example.com,subscribed\n")
+    link = tmp_path / "subscribers" / "digest.csv"
+    link.parent.mkdir()
+    link.symlink_to(Path("..") / "shared" / "digest.csv")
+    with open_store(tmp_path / "state") as store:
+        store.suppressions.add("ann@example.com", "bounced", "webhook")
+        result = apply_statuses(link, store.suppressions)
+    assert result.written and result.changes[0].describe(link).startswith(f"{link}:2: ann@example.com")
+    assert link.is_symlink() and shared.read_bytes() == b"email,status\nann@example.com,bounced\n"
+    assert sorted(p.name for p in shared.parent.iterdir()) == ["digest.csv"]
+
+
+@pytest.mark.parametrize("failing, error", [("mkstemp", errno.EROFS), ("fsync", errno.ENOSPC)])
+def test_a_full_disk_or_a_read_only_folder_is_a_message_and_the_list_stays_whole(
+        project: Project, monkeypatch: pytest.MonkeyPatch, failing: str, error: int) -> None:
+    """It was `error: No space left on device` (no file, nothing to do), or named the temporary file."""
+    before = b"email,name\nann@example.com,Ann\n"
+    path = write_bytes(project, before)
+    with open_store(project.root / ".newsletter") as store:
+        store.suppressions.add("ann@example.com", "bounced", "webhook")
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(tempfile if failing == "mkstemp" else os, failing, fail)
+    r = run_cli("subscribers", "apply", "--list", "readers", cwd=project.root)
+    assert r.code == 1 and "Traceback" not in r.output
+    assert r.err.startswith(f"error: subscribers/readers.csv: the new list could not be written beside it in "
+                            f"{path.parent} ({os.strerror(error)}); nothing was changed: free some space or "
+                            "make the folder writable, and run the command again"), r.err
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["readers.csv"]
+    if failing == "mkstemp":  # a list with nothing to change is not copied at all: no error then
+        path.write_bytes(b"email,status\nann@example.com,bounced\n")
+        r = run_cli("subscribers", "apply", "--list", "readers", cwd=project.root)
+        assert (r.code, r.out) == (0, "nothing to change in subscribers/readers.csv: no subscribed row is suppressed\n")
 
 
 def test_a_list_that_is_not_a_list_is_refused_as_send_refuses_it(project: Project) -> None:

@@ -219,6 +219,48 @@ def test_an_unknown_unsubscribe_group_points_at_the_setting(tmp_path: Path, stan
         sync_suppressions(store, settings(standin.url, asm_group_id=7), backoff=0)
 
 
+def test_hostile_entries_are_kept_and_a_bad_created_never_becomes_the_cursor(
+        tmp_path: Path, standin: StandIn, database_url: str | None) -> None:
+    """`created` out of range (or NaN) was an internal error; one in the far future (year 2100, or
+    milliseconds) became the cursor, and every later entry was skipped from then on. A NUL or a
+    lone surrogate in an address was an internal error (or PostgreSQL's refusal) mid-sync."""
+    standin.replies = [(200, {}, b'[{"email": "nan@example.com", "created": NaN}, {"email": "true@example.com", '
+                                 b'"created": true}, {"email": "ms@example.com", "created": 1700000000000}, '
+                                 b'{"email": "far@example.com", "created": 4102444800}, {"email": "neg@example.com", '
+                                 b'"created": -1e300}, {"email": "big@example.com", "created": 1e20}, '
+                                 b'{"email": "ok@example.com", "created": 1700000005}, '
+                                 b'{"email": "n\\u0000ul@example.com", "created": 1700000004, "reason": "x\\ud800"}, '
+                                 b'{"email": "s\\udc80@example.com", "created": 1700000003}]')]
+    with open_store(tmp_path, database_url) as store:
+        report = sync_suppressions(store, settings(standin.url), backoff=0)
+        assert report.lists[0].read == 9 and report.new == 9  # (spam_reports: the reply above)
+        assert store.events.cursor("sendgrid:spam_reports") == "1700000005"
+        times = {s.email: s.created_at for s in store.suppressions}
+        assert times["ok@example.com"] == iso(1700000005)
+        assert all(times[f"{w}@example.com"][:4] == str(datetime.now(timezone.utc).year)
+                   for w in ("nan", "true", "ms", "far", "neg", "big"))  # dated by the sync
+        assert {"n\ufffdul@example.com", "s\ufffd@example.com"} <= set(times)
+        assert store.suppressions.get("n\ufffdul@example.com").detail == "SendGrid spam report: x\ufffd"
+
+
+def test_a_list_that_does_not_page_or_does_not_parse_stops_with_a_message(tmp_path: Path, standin: StandIn) -> None:
+    """A server that ignores offset sent the same full page forever (100,000 pages, over an hour), and
+    then the cursor moved as if the list had been read; JSON nested too deep was an internal error."""
+    page = json.dumps([bounce("a@example.com", 1700000001), bounce("b@example.com", 1700000002)]).encode()
+    standin.replies = [(200, {}, b"[]")] * 2 + [(200, {}, page)] * 3
+    with open_store(tmp_path) as store:
+        with pytest.raises(NewsletterError, match=r"GET /v3/suppression/bounces: SendGrid answered offset 2 with "
+                                                  r"the same 2 entries as offset 0, so the list does not page"):
+            sync_suppressions(store, settings(standin.url), page_size=2, backoff=0)
+        assert store.suppressions.count() == {"bounced": 2} and store.events.cursor("sendgrid:bounces") is None
+        standin.replies = [(200, {}, b"[" * 100_000 + b"]" * 100_000)]
+        with pytest.raises(NewsletterError, match="SendGrid answered 200 with something that is not JSON"):
+            sync_suppressions(store, settings(standin.url), backoff=0)
+        standin.replies = [(400, {}, b'{"errors": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")]
+        with pytest.raises(NewsletterError, match=r"SendGrid: 400 Bad Request: \{\"errors\": \[\[\["):
+            sync_suppressions(store, settings(standin.url), backoff=0)
+
+
 # --- Prism: SendGrid's published suppressions contract ------------------------------------------------
 
 
@@ -383,3 +425,23 @@ def test_walkthrough_from_suppressions_to_the_send_and_the_csv(project: Project,
     r = cli("send", "issues/2021-03.yaml", "--list", "readers")
     assert re.search(r"skipped by status\s+2  complained 1, unsubscribed 1 *\n", r.out)
     assert re.search(r"would receive it\s+1 *\n", r.out)
+
+
+def test_a_suppression_however_its_address_is_written_keeps_the_reader_from_the_send(
+        project: Project, database_url: str | None) -> None:
+    """The webhook and the unsubscribe service add what they are given: SendGrid may report an IDN
+    reader's domain in its IDNA form, which the list reads in Unicode. It used to be keyed as given,
+    so a bounce or a spam report of anna@xn--e1afmkfd.xn--p1ai never kept anna@пример.рф from a send."""
+    project.write_issue(SMALL_ISSUE)
+    project.write_list("email,name\nanna@пример.рф,Anna\nbob@example.com,Bob\ncy@example.com,Cy\n")
+    with open_store(project.root / ".newsletter", database_url) as store:
+        assert store.suppressions.add("anna@xn--e1afmkfd.xn--p1ai", "complained", "webhook")
+        assert store.suppressions.add(" BOB@EXAMPLE.COM ", "bounced", "webhook")
+        assert not store.suppressions.add("Anna@ПРИМЕР.РФ", "bounced", "webhook")  # the same reader
+        assert store.suppressions.get("anna@пример.рф") is not None
+    r = run_cli("send", "issues/issue.yaml", "--list", "readers", cwd=project.root, env=env_for(database_url))
+    assert r.code == 0, r.output
+    assert re.search(r"would receive it\s+1 *\n", r.out)
+    assert re.search(r"suppressed\s+2  bounced 1, complained 1 *\n", r.out)
+    r = run_cli("suppressions", "remove", "anna@пример.рф", cwd=project.root, env=env_for(database_url))
+    assert r.out.startswith("removed anna@xn--e1afmkfd.xn--p1ai from the suppressions"), r.output

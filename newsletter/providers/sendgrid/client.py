@@ -285,7 +285,7 @@ def _errors(body: bytes | None) -> str:
                 part += f" (field: {field})"
             parts.append(part)
         return "; ".join(parts)
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return " ".join(text.split())[:300]
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -36,6 +38,8 @@ PAGE_SIZE = 500  # the most the suppression endpoints return a page
 MAX_PAGES = 100_000  # a server that never ends its list must not keep us here forever
 TIMEOUT = 60.0
 MAX_BACKOFF = 60.0
+FUTURE = 86_400  # a `created` further ahead of this machine's clock than this is not a time
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # PostgreSQL refuses NUL, UTF-8 lone surrogates
 
 
 class SendGridAPIError(NewsletterError):
@@ -127,7 +131,7 @@ class SuppressionsClient:
                 if status < 300:
                     try:
                         return json.loads(body.decode("utf-8"))
-                    except ValueError:
+                    except (ValueError, RecursionError):  # RecursionError: nested deeper than the stack
                         raise NewsletterError(self._scrub(
                             f"{what}: SendGrid answered {status} with something that is not JSON: "
                             f"{body[:200]!r}")) from None
@@ -162,6 +166,7 @@ class SuppressionsClient:
     def pages(self, path: str, start_time: int | None, page_size: int = PAGE_SIZE) -> Iterator[list[Any]]:
         """The list at `path`, a page at a time, from `start_time` (inclusive) on."""
         offset = 0
+        previous: list[Any] | None = None
         for _ in range(MAX_PAGES):
             params = {"limit": page_size, "offset": offset}
             if start_time is not None:
@@ -169,11 +174,21 @@ class SuppressionsClient:
             page = self.get(path, params)
             if not isinstance(page, list):
                 raise NewsletterError(f"GET {path}: SendGrid answered with {type(page).__name__}, not a list")
+            if page and page == previous:  # it ignores offset: the same page would come forever
+                raise NewsletterError(
+                    f"GET {path}: SendGrid answered offset {offset} with the same {len(page)} entries as offset "
+                    f"{offset - len(page)}, so the list does not page; what was read is kept, but this list "
+                    "is read again next time: check sendgrid.api_url, and run `newsletter suppressions sync` again")
+            previous = page
             if page:
                 yield page
             if len(page) < page_size:
                 return
             offset += len(page)
+        raise NewsletterError(
+            f"GET {path}: SendGrid still sent full pages after {MAX_PAGES * page_size:,} entries; what was read is "
+            "kept, but this list is read again next time: check sendgrid.api_url, and run `newsletter "
+            "suppressions sync` again")
 
     def _problem(self, status: int, body: bytes) -> str:
         phrase = http.client.responses.get(status, "error")
@@ -193,6 +208,7 @@ def sync_suppressions(store: Store, settings: SendGridSettings, *, full: bool = 
     sync loses nothing. `full` reads every list from the start (the cursors are kept up to date)."""
     client = client or SuppressionsClient(settings, attempts=attempts, backoff=backoff)
     report = SyncReport()
+    latest = int(time.time()) + FUTURE  # a later `created` is a bad value, not a time: never a cursor
     for endpoint in ENDPOINTS:
         cursor_name = f"sendgrid:{endpoint.name}"
         cursor = store.events.cursor(cursor_name)
@@ -202,12 +218,12 @@ def sync_suppressions(store: Store, settings: SendGridSettings, *, full: bool = 
         for page in client.pages(endpoint.path, result.since, page_size):
             items = []
             for entry in page:
-                item = _suppression(entry, endpoint)
+                item = _suppression(entry, endpoint, latest)
                 if item is not None:
                     items.append(item)
-                    created = entry.get("created")
-                    if isinstance(created, (int, float)) and (newest is None or created > newest):
-                        newest = int(created)
+                    created = _created(entry, latest)
+                    if created is not None and (newest is None or created > newest):
+                        newest = created
             result.read += len(page)
             result.new += len(store.suppressions.add_many(items))
         if cursor is not None and (newest is None or newest < int(cursor)):
@@ -242,23 +258,37 @@ def _sync_group(store: Store, client: SuppressionsClient, group_id: int) -> List
     return result
 
 
-def _suppression(entry: Any, endpoint: Endpoint) -> Suppression | None:
+def _suppression(entry: Any, endpoint: Endpoint, latest: int) -> Suppression | None:
     """One entry of a list ({email, created, reason?, status?}) as a suppression; None if it has no
     address."""
     if not isinstance(entry, dict) or not isinstance(entry.get("email"), str) or not entry["email"].strip():
         return None
-    created = entry.get("created")
-    at = (datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="seconds")
-          if isinstance(created, (int, float)) and not isinstance(created, bool) else now())
+    created = _created(entry, latest)
+    at = now() if created is None else datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="seconds")
     words = [str(entry[k]).strip() for k in ("status", "reason") if entry.get(k)]
     detail = f"SendGrid {endpoint.what}" + (f": {' '.join(words)}" if words else "")
-    return Suppression(_address(entry["email"]), endpoint.reason, SOURCE, at, detail=detail[:500])
+    return Suppression(_address(entry["email"]), endpoint.reason, SOURCE, at, detail=_storable(detail[:500]))
+
+
+def _created(entry: dict[str, Any], latest: int) -> int | None:
+    """The entry's `created` (unix seconds), or None when it is not a time: missing, not a number
+    (true, "soon", NaN), before 1970, or after `latest` (such a value would have become the cursor,
+    and every later entry would have been skipped from then on)."""
+    created = entry.get("created")
+    if isinstance(created, bool) or not isinstance(created, (int, float)) or not math.isfinite(created):
+        return None
+    return int(created) if 0 <= created <= latest else None
 
 
 def _address(email: str) -> str:
     """As subscriber lists read it, so that the keys match; kept as it is when it does not validate
-    (an entry of the invalid-addresses list may well not)."""
+    (an entry of the invalid-addresses list may well not), with what no store can keep (NUL, a lone
+    surrogate) replaced by U+FFFD."""
     try:
         return normalize_address(email)
     except NewsletterError:
-        return email.strip()
+        return _storable(email.strip())
+
+
+def _storable(text: str) -> str:
+    return _UNSTORABLE.sub("\ufffd", text)
