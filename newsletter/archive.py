@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, time, timezone
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 from xml.etree import ElementTree as ET
 
 from babel.dates import format_date
@@ -83,13 +83,13 @@ def archive_url(settings: Settings) -> str:
 
 def page_path(settings: Settings, base: str, stem: str) -> tuple[str, str]:
     """(path inside the site, URL) of an issue's page: where the email's view-in-browser link points."""
-    url = (settings.view_online_url or base + "{issue}.html").format(issue=stem)
+    url = settings.view_online(stem) or base + quote(stem, safe="") + ".html"
     if not url.startswith(base):
         raise ConfigError(
             f"{settings.path or 'newsletter.toml'}: view_online_url: {url} is not under archive_url {base}, so "
             "the emails' view-in-browser links would miss the web copies; remove view_online_url (it "
             "follows archive_url) or make it start with archive_url")
-    rel = re.split(r"[?#]", url[len(base):])[0]
+    rel = unquote(re.split(r"[?#]", url[len(base):])[0])  # the file a static server finds there
     rel = posixpath.normpath(rel + INDEX if rel == "" or rel.endswith("/") else rel)
     if rel.startswith("..") or rel in (INDEX, FEED) or rel.startswith("/"):
         raise ConfigError(f"issues/{stem}.yaml: its web copy would be {rel}, which the archive cannot use; "

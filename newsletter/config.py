@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -234,6 +235,11 @@ class Settings(_Section):
         if self.view_online_url is None and self.archive_url:
             self.view_online_url = self.archive_url + "{issue}.html"
         return self
+
+    def view_online(self, stem: str) -> str | None:
+        """The view-in-browser URL of issue `stem`, the name percent-encoded (a space, #, ? or % in a
+        file name would otherwise cut the link short), or None without view_online_url."""
+        return self.view_online_url.format(issue=quote(stem, safe="")) if self.view_online_url else None
 
     @property
     def templates_dir(self) -> Path:

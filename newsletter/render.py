@@ -124,7 +124,7 @@ class Renderer:
             "sections": sections,
             "unsubscribe_html": merge.token(UNSUBSCRIBE_SLOT, True),
             "unsubscribe_text": merge.token(UNSUBSCRIBE_SLOT, False),
-            "view_online": settings.view_online_url.format(issue=stem) if settings.view_online_url else None,
+            "view_online": settings.view_online(stem),
             "why": labels.get("why", "").format(name=settings.name),
         }
 

@@ -245,3 +245,34 @@ def no_horizontal_scroll(page) -> bool:
 class QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+def test_an_odd_issue_file_name_gets_a_page_its_email_link_finds(project):
+    """A space, #, ? or % in the file name: the email's link is percent-encoded, and the page is the file
+    a static server finds at that address (not a page named after the part before the # or ?)."""
+    from urllib.request import urlopen
+
+    from newsletter.issue import load_issue
+    from newsletter.render import Renderer
+
+    with_archive(project)
+    for stem in ("a b#c", "a b?c", "100%"):
+        project.write_issue(SMALL_ISSUE, f"{stem}.yaml")
+    settings = load_settings(project.root / "newsletter.toml", env={})
+    site = build_archive(settings, drafts=True)
+    assert sorted(i.page for i in site.issues) == ["100%.html", "a b#c.html", "a b?c.html"]
+    html = Renderer(settings).render(load_issue(project.root / "issues" / "a b#c.yaml"), "a b#c").html
+    assert f'href="{ARCHIVE}a%20b%23c.html"' in html
+    text = Renderer(settings).render(load_issue(project.root / "issues" / "100%.yaml"), "100%").text
+    assert f"{ARCHIVE}100%25.html" in text
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(site.out)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        local = f"http://127.0.0.1:{server.server_address[1]}/"
+        index = urlopen(local).read().decode()
+        for href in ("a%20b%23c.html", "a%20b%3Fc.html", "100%25.html"):
+            assert f'href="{href}"' in index
+            with urlopen(local + href) as page:
+                assert page.status == 200 and "Hello reader" in page.read().decode()
+    finally:
+        server.shutdown()
