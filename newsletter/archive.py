@@ -83,6 +83,11 @@ def archive_url(settings: Settings) -> str:
 
 def page_path(settings: Settings, base: str, stem: str) -> tuple[str, str]:
     """(path inside the site, URL) of an issue's page: where the email's view-in-browser link points."""
+    if settings.view_online_url and "{issue}" not in re.split(r"[?#]", settings.view_online_url)[0]:
+        raise ConfigError(
+            f"{settings.path or 'newsletter.toml'}: view_online_url: {settings.view_online_url} does not have "
+            "{issue} in its path, so every issue would get the same web copy; put it before any ? or #, "
+            "e.g. https://example.org/issues/{issue}.html")
     url = settings.view_online(stem) or base + quote(stem, safe="") + ".html"
     if not url.startswith(base):
         raise ConfigError(
@@ -120,6 +125,7 @@ def build_archive(settings: Settings, out: Path | None = None, *, drafts: bool =
     renderer = Renderer(settings.model_copy(update={"view_online_url": None}))
     published: list[tuple[ArchivedIssue, Rendered]] = []
     left_out = []
+    pages: dict[str, str] = {}  # page -> the issue file it is the web copy of
     folder = settings.root / "issues"
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
         if path.stem not in sent and not drafts:
@@ -127,6 +133,10 @@ def build_archive(settings: Settings, out: Path | None = None, *, drafts: bool =
             continue
         issue = load_issue(path, default_language=settings.language)
         page, url = page_path(settings, base, path.stem)
+        if page in pages:
+            raise ConfigError(f"issues/{pages[page]} and issues/{path.name} would share one web copy, "
+                              f"{page}; rename one of them")
+        pages[page] = path.name
         item = ArchivedIssue(path.stem, issue, neutral(issue.heading), neutral(issue.preheader), page, url,
                              sent.get(path.stem))
         published.append((item, renderer.render(issue, path.stem)))

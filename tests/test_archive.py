@@ -276,3 +276,19 @@ def test_an_odd_issue_file_name_gets_a_page_its_email_link_finds(project):
                 assert page.status == 200 and "Hello reader" in page.read().decode()
     finally:
         server.shutdown()
+
+
+def test_two_issues_never_share_one_web_copy(project, cli):
+    """{issue} only in the query string, or two files with one name: refused, not one page overwritten."""
+    with_archive(project, 'view_online_url = "https://example.org/view?issue={issue}"\n')
+    project.write_issue(SMALL_ISSUE, "march.yaml")
+    project.write_issue(DRAFT, "april.yaml")
+    r = cli("archive", "--drafts", cwd=project.root)
+    assert r.code == 1 and "does not have {issue} in its path" in r.err and "Traceback" not in r.err
+    assert not (project.root / "site" / "view").exists()
+    cfg = project.root / "newsletter.toml"
+    cfg.write_text(cfg.read_text().replace('view_online_url = "https://example.org/view?issue={issue}"\n',
+                                           f'archive_url = "{ARCHIVE}"\n'))
+    project.write_issue(DRAFT, "march.yml")
+    r = cli("archive", "--drafts", cwd=project.root)
+    assert r.code == 1 and "issues/march.yaml and issues/march.yml would share one web copy" in r.err
