@@ -69,6 +69,7 @@ class Archive:
     written: list[Path]
     removed: list[Path]  # pages an earlier build wrote that are no longer published
     left_out: list[str]  # issues not sent yet, left out without drafts=True
+    missing: list[str]  # issues the send record shows sent that have no file in issues/: no page
 
 
 def archive_url(settings: Settings) -> str:
@@ -127,7 +128,8 @@ def build_archive(settings: Settings, out: Path | None = None, *, drafts: bool =
     left_out = []
     pages: dict[str, str] = {}  # page -> the issue file it is the web copy of
     folder = settings.root / "issues"
-    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+    paths = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+    for path in paths:
         if path.stem not in sent and not drafts:
             left_out.append(path.stem)
             continue
@@ -147,7 +149,8 @@ def build_archive(settings: Settings, out: Path | None = None, *, drafts: bool =
     for item, rendered in published:
         files[item.page] = _page(rendered, item, settings, renderer.templates.labels(item.issue.language))
     written, removed = _write(out, files)
-    return Archive(out, base, issues, written, removed, left_out)
+    missing = sorted(set(sent) - {path.stem for path in paths})
+    return Archive(out, base, issues, written, removed, left_out, missing)
 
 
 def _page(rendered: Rendered, item: ArchivedIssue, settings: Settings, labels: dict[str, str]) -> str:

@@ -292,3 +292,14 @@ def test_two_issues_never_share_one_web_copy(project, cli):
     project.write_issue(DRAFT, "march.yml")
     r = cli("archive", "--drafts", cwd=project.root)
     assert r.code == 1 and "issues/march.yaml and issues/march.yml would share one web copy" in r.err
+
+
+def test_a_sent_issue_renamed_afterwards_is_reported_not_silently_dropped(sent_project, cli):
+    project, _ = sent_project
+    assert cli("archive", cwd=project.root).code == 0
+    (project.root / "issues" / "march.yaml").rename(project.root / "issues" / "march-renamed.yaml")
+    r = cli("archive", cwd=project.root)
+    assert r.code == 0, r.output
+    assert "sent but not in issues/, so not published: march (their emails' view-in-browser links" in r.out
+    assert "put each file back as issues/NAME.yaml" in r.out
+    assert build_archive(load_settings(project.root / "newsletter.toml", env={})).missing == ["march"]
