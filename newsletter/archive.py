@@ -237,7 +237,8 @@ def _feed_html(renderer: Renderer, issue: Issue) -> str:
 
 def _rfc3339(when: datetime) -> str:
     when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # not strftime("%Y"): that writes the year 999 as "999", which is no RFC 3339 date
+    return when.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _write(out: Path, files: dict[str, str]) -> tuple[list[Path], list[Path]]:

@@ -303,3 +303,14 @@ def test_a_sent_issue_renamed_afterwards_is_reported_not_silently_dropped(sent_p
     assert "sent but not in issues/, so not published: march (their emails' view-in-browser links" in r.out
     assert "put each file back as issues/NAME.yaml" in r.out
     assert build_archive(load_settings(project.root / "newsletter.toml", env={})).missing == ["march"]
+
+
+def test_feed_dates_are_rfc3339_for_any_year(project):
+    """A draft dated 0999 (a typo for 1999, say) still gives a feed with four-digit years."""
+    with_archive(project)
+    project.write_issue(DRAFT.replace("date: 2021-04-30", "date: 0999-06-01"), "typo.yaml")
+    site = build_archive(load_settings(project.root / "newsletter.toml", env={}), drafts=True)
+    feed = (site.out / "feed.xml").read_text()
+    dates = re.findall(r"<(?:published|updated)>([^<]+)<", feed)
+    assert dates and all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", d) for d in dates), dates
+    assert "<published>0999-06-01T00:00:00Z</published>" in feed
