@@ -96,7 +96,10 @@ def page_path(settings: Settings, base: str, stem: str) -> tuple[str, str]:
             "the emails' view-in-browser links would miss the web copies; remove view_online_url (it "
             "follows archive_url) or make it start with archive_url")
     rel = unquote(re.split(r"[?#]", url[len(base):])[0])  # the file a static server finds there
-    rel = posixpath.normpath(rel + INDEX if rel == "" or rel.endswith("/") else rel)
+    if not rel.endswith((".html", ".htm")):  # .../2021-03 or .../2021-03/: a folder, or hosts serve a download
+        rel = rel if rel == "" or rel.endswith("/") else rel + "/"
+        rel += INDEX
+    rel = posixpath.normpath(rel)
     if rel.startswith("..") or rel in (INDEX, FEED) or rel.startswith("/"):
         raise ConfigError(f"issues/{stem}.yaml: its web copy would be {rel}, which the archive cannot use; "
                           "rename the issue file")
@@ -247,17 +250,21 @@ def _write(out: Path, files: dict[str, str]) -> tuple[list[Path], list[Path]]:
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / MANIFEST
     before = set(manifest.read_text(encoding="utf-8").split("\n")) - {""} if manifest.is_file() else set()
+    removed = []  # first: a page that was the file 2021-03 may now be the folder 2021-03/, or back
+    for rel in sorted(before - set(files)):
+        path = out / rel
+        if path.is_file() and out.resolve() in path.resolve().parents:
+            path.unlink()
+            removed.append(path)
+            for folder in path.parents:  # the folder of a per-folder page, once it is empty
+                if folder == out or any(folder.iterdir()):
+                    break
+                folder.rmdir()
     written = []
     for rel, text in files.items():
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         written.append(path)
-    removed = []
-    for rel in sorted(before - set(files)):
-        path = out / rel
-        if path.is_file() and out.resolve() in path.resolve().parents:
-            path.unlink()
-            removed.append(path)
     manifest.write_text("\n".join(sorted(files)) + "\n", encoding="utf-8")
     return written, removed

@@ -314,3 +314,31 @@ def test_feed_dates_are_rfc3339_for_any_year(project):
     dates = re.findall(r"<(?:published|updated)>([^<]+)<", feed)
     assert dates and all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", d) for d in dates), dates
     assert "<published>0999-06-01T00:00:00Z</published>" in feed
+
+
+def test_a_view_online_url_without_html_gets_a_page_not_a_download(project):
+    """https://…/{issue} (no .html): the page is march/index.html, which static servers answer with a
+    redirect to march/; a file named march would be served as application/octet-stream, a download.
+    Changing the URL's shape later removes the old page and its empty folder."""
+    from urllib.request import urlopen
+
+    with_archive(project, f'archive_url = "{ARCHIVE}"\nview_online_url = "{ARCHIVE}{{issue}}"\n')
+    project.write_issue(SMALL_ISSUE, "march.yaml")
+    cfg = project.root / "newsletter.toml"
+    site = build_archive(load_settings(cfg, env={}), drafts=True)
+    assert [(i.page, i.url) for i in site.issues] == [("march/index.html", ARCHIVE + "march")]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(site.out)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with urlopen(f"http://127.0.0.1:{server.server_address[1]}/march") as page:
+            assert page.headers.get_content_type() == "text/html" and page.url.endswith("/march/")
+            assert 'href="../index.html"' in page.read().decode()
+    finally:
+        server.shutdown()
+    cfg.write_text(cfg.read_text().replace(f'view_online_url = "{ARCHIVE}{{issue}}"\n', ""))
+    site = build_archive(load_settings(cfg, env={}), drafts=True)
+    assert (site.out / "march.html").is_file() and not (site.out / "march").exists()
+    cfg.write_text(cfg.read_text().replace(f'archive_url = "{ARCHIVE}"\n',
+                                           f'archive_url = "{ARCHIVE}"\nview_online_url = "{ARCHIVE}{{issue}}.html/"\n'))
+    site = build_archive(load_settings(cfg, env={}), drafts=True)  # the file march.html becomes a folder
+    assert (site.out / "march.html" / "index.html").is_file()
