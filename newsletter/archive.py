@@ -187,7 +187,7 @@ def _index(renderer: Renderer, settings: Settings, issues: list[ArchivedIssue], 
     template = renderer.templates.env.get_template("archive.html.j2")
     return template.render(settings=settings, brand=settings.brand, labels=labels, lang=settings.language,
                            issues=entries, feed_href=FEED, mailto=settings.unsubscribe_mailto,
-                           intro=labels.get("archive_intro", "").format(name=settings.name))
+                           intro=labels.get("archive_intro", "").replace("{name}", settings.name))
 
 
 def _feed(renderer: Renderer, settings: Settings, base: str, issues: list[ArchivedIssue]) -> str:

@@ -125,7 +125,7 @@ class Renderer:
             "unsubscribe_html": merge.token(UNSUBSCRIBE_SLOT, True),
             "unsubscribe_text": merge.token(UNSUBSCRIBE_SLOT, False),
             "view_online": settings.view_online(stem),
-            "why": labels.get("why", "").format(name=settings.name),
+            "why": labels.get("why", "").replace("{name}", settings.name),  # not format: a stray { shows
         }
 
     def render(self, issue: Issue, stem: str) -> Rendered:

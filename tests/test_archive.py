@@ -342,3 +342,16 @@ def test_a_view_online_url_without_html_gets_a_page_not_a_download(project):
                                            f'archive_url = "{ARCHIVE}"\nview_online_url = "{ARCHIVE}{{issue}}.html/"\n'))
     site = build_archive(load_settings(cfg, env={}), drafts=True)  # the file march.html becomes a folder
     assert (site.out / "march.html" / "index.html").is_file()
+
+
+def test_a_projects_label_with_a_stray_brace_shows_as_written(project, cli):
+    """{name} is filled; any other brace in the project's own labels stays (it was an internal error)."""
+    with_archive(project)
+    project.write_issue(SMALL_ISSUE, "march.yaml")
+    (project.root / "templates").mkdir(exist_ok=True)
+    (project.root / "templates" / "labels.toml").write_text(
+        '[en]\narchive_intro = "All {issues} of {name}"\nwhy = "You joined {name} {"\n')
+    r = cli("archive", "--drafts", cwd=project.root)
+    assert r.code == 0, r.output
+    assert "All {issues} of Test Digest" in (project.root / "site" / "index.html").read_text()
+    assert "You joined Test Digest {" in (project.root / "site" / "march.html").read_text()
