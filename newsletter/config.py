@@ -215,6 +215,7 @@ class Settings(_Section):
         if v is not None:
             if not v.startswith(("https://", "http://")):
                 raise ValueError("must be an http(s) URL")
+            _no_space(v)
             _fields(v, {"issue"})
         return v
 
@@ -226,6 +227,7 @@ class Settings(_Section):
                 raise ValueError("must be an http(s) URL, the address the archive folder is served at")
             if "{" in v or "?" in v or "#" in v:
                 raise ValueError("must be a plain folder URL like https://example.org/issues/")
+            _no_space(v)
             v = v if v.endswith("/") else v + "/"
         return v
 
@@ -250,6 +252,12 @@ class Settings(_Section):
         if self.path is None or not self.path.is_file():
             return None
         return _line_of(self.path.read_text(encoding="utf-8-sig"), key)
+
+
+def _no_space(url: str) -> None:
+    """A space cuts a link short in the text part and is no URL in the feed: it must be written %20."""
+    if any(c.isspace() for c in url):
+        raise ValueError("has a space in it; write it as %20 (https://example.org/my%20issues/)")
 
 
 def _fields(template: str, allowed: set[str], optional: tuple[str, ...] = ()) -> None:
