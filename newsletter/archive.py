@@ -25,6 +25,7 @@ from xml.etree import ElementTree as ET
 from babel.dates import format_date
 
 from . import __version__, merge
+from .colors import palette
 from .config import Settings
 from .errors import ConfigError
 from .issue import Issue, load_issue
@@ -163,14 +164,18 @@ def _page(rendered: Rendered, item: ArchivedIssue, settings: Settings, labels: d
     _, escaped = rendered.values({}, unsubscribe)
     page = merge.Filler(rendered.html).fill(escaped)
     esc = html_lib.escape
+    colors = palette(settings.brand)
     head = (f'<link rel="alternate" type="application/atom+xml" title="{esc(settings.name)}" '
             f'href="{_href(item.page, FEED)}">\n<link rel="canonical" href="{esc(item.url)}">\n'
             + (f'<meta name="description" content="{esc(item.preheader)}">\n' if item.preheader else "")
-            + ('<meta name="robots" content="noindex">\n' if item.draft else ""))
+            + ('<meta name="robots" content="noindex">\n' if item.draft else "")
+            # the line above the email: its text is muted grey, which the email's own dark rules do not reach
+            + f"<style>@media (prefers-color-scheme: dark) {{ .nl-archive-nav {{ color: {colors['dark']['muted']} "
+            "!important; } }</style>\n")
     link = f"color:{settings.brand.color};text-decoration:underline"
-    nav = (f'<nav aria-label="{esc(labels.get("archive", "Archive"))}" style="max-width:600px;margin:0 auto;'
-           f"padding:12px 24px;box-sizing:border-box;font-family:{_FONT};font-size:14px;line-height:1.5;"
-           f'color:#57606a"><a href="{_href(item.page, INDEX)}" style="{link}">&larr; '
+    nav = (f'<nav class="nl-archive-nav" aria-label="{esc(labels.get("archive", "Archive"))}" style="max-width:600px;'
+           f"margin:0 auto;padding:12px 24px;box-sizing:border-box;font-family:{_FONT};font-size:14px;"
+           f'line-height:1.5;color:{colors["light"]["muted"]}"><a href="{_href(item.page, INDEX)}" style="{link}">&larr; '
            f'{esc(labels.get("all_issues", "All issues"))}</a>'
            + (f' &middot; <strong>{esc(labels.get("draft", "Draft"))}</strong>' if item.draft else "")
            + f' &middot; <a href="{_href(item.page, FEED)}" style="{link}">{esc(labels.get("feed", "Feed"))}</a>'

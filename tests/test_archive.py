@@ -355,3 +355,37 @@ def test_a_projects_label_with_a_stray_brace_shows_as_written(project, cli):
     assert r.code == 0, r.output
     assert "All {issues} of Test Digest" in (project.root / "site" / "index.html").read_text()
     assert "You joined Test Digest {" in (project.root / "site" / "march.html").read_text()
+
+
+@pytest.mark.browser
+def test_the_line_above_the_email_reads_in_dark_mode(project):
+    """'← All issues · Draft · Feed' on a dark page: the grey that suits the light page was 2.96:1."""
+    from playwright.sync_api import sync_playwright
+
+    from test_browser import CHROMIUM, LAUNCH_ARGS
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found: apt-get install chromium")
+    with_archive(project)
+    project.write_issue(DRAFT, "april.yaml")
+    site = build_archive(load_settings(project.root / "newsletter.toml", env={}), drafts=True)
+    contrast = """el => {
+        const rgb = s => s.match(/[\\d.]+/g).map(Number);
+        const lum = c => c.slice(0, 3).map(v => (v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4)
+                            .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+        let bg = el;
+        while (bg && rgb(getComputedStyle(bg).backgroundColor)[3] === 0) bg = bg.parentElement;
+        const [a, b] = [lum(rgb(getComputedStyle(el).color)), lum(rgb(getComputedStyle(bg).backgroundColor))];
+        return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    }"""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        for scheme in ("light", "dark"):
+            page = browser.new_page(color_scheme=scheme)
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
+                       else route.abort())
+            page.goto((site.out / "april.html").as_uri())
+            for name in ("nav strong", "nav a"):
+                ratio = page.locator(name).first.evaluate(contrast)
+                assert ratio >= 4.5, (scheme, name, ratio)
+        browser.close()
