@@ -192,6 +192,7 @@ def _index(renderer: Renderer, settings: Settings, issues: list[ArchivedIssue], 
     template = renderer.templates.env.get_template("archive.html.j2")
     return template.render(settings=settings, brand=settings.brand, labels=labels, lang=settings.language,
                            issues=entries, feed_href=FEED, mailto=settings.unsubscribe_mailto,
+                           palette=palette(settings.brand),
                            intro=labels.get("archive_intro", "").replace("{name}", settings.name))
 
 

@@ -389,3 +389,17 @@ def test_the_line_above_the_email_reads_in_dark_mode(project):
                 ratio = page.locator(name).first.evaluate(contrast)
                 assert ratio >= 4.5, (scheme, name, ratio)
         browser.close()
+
+
+def test_the_index_takes_the_brands_dark_colours(project):
+    """[brand] dark_background and dark_color colour the index in dark mode, as they do the email (it
+    had GitHub's dark blue and #58a6ff whatever the brand)."""
+    with_archive(project)
+    cfg = project.root / "newsletter.toml"
+    cfg.write_text(cfg.read_text() + '\n[brand]\ncolor = "#d1242f"\ndark_background = "#202020"\n'
+                   'dark_color = "#ff9900"\n')
+    project.write_issue(SMALL_ISSUE, "march.yaml")
+    site = build_archive(load_settings(cfg, env={}), drafts=True)
+    index = (site.out / "index.html").read_text()
+    dark = index[index.index("prefers-color-scheme: dark"):]
+    assert "background: #202020" in dark and "a, .name { color: #ff9900; }" in dark and "#58a6ff" not in index
