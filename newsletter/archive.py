@@ -189,11 +189,11 @@ def _index(renderer: Renderer, settings: Settings, issues: list[ArchivedIssue], 
     entries = [{"title": i.title, "preheader": i.preheader, "href": _href(INDEX, i.page), "draft": i.draft,
                 "date": format_date(i.issue.date, format="long", locale=locale),
                 "date_iso": i.issue.date.isoformat()} for i in issues]
-    template = renderer.templates.env.get_template("archive.html.j2")
-    return template.render(settings=settings, brand=settings.brand, labels=labels, lang=settings.language,
-                           issues=entries, feed_href=FEED, mailto=settings.unsubscribe_mailto,
-                           palette=palette(settings.brand),
-                           intro=labels.get("archive_intro", "").replace("{name}", settings.name))
+    # a project's own archive.html.j2 may be wrong: a message naming it and the line, not an internal error
+    return renderer._render_template("archive.html.j2", dict(
+        settings=settings, brand=settings.brand, labels=labels, lang=settings.language, issues=entries,
+        feed_href=FEED, mailto=settings.unsubscribe_mailto, palette=palette(settings.brand),
+        intro=labels.get("archive_intro", "").replace("{name}", settings.name)))
 
 
 def _feed(renderer: Renderer, settings: Settings, base: str, issues: list[ArchivedIssue]) -> str:

@@ -403,3 +403,16 @@ def test_the_index_takes_the_brands_dark_colours(project):
     index = (site.out / "index.html").read_text()
     dark = index[index.index("prefers-color-scheme: dark"):]
     assert "background: #202020" in dark and "a, .name { color: #ff9900; }" in dark and "#58a6ff" not in index
+
+
+@pytest.mark.parametrize("template, message", [
+    ("<p>{{ issue.title }}</p>\n", "templates/archive.html.j2: 'issue' is undefined"),
+    ("<ol>\n{% for i in issues %}\n", "templates/archive.html.j2:2: Unexpected end of template"),
+])
+def test_a_mistake_in_the_projects_index_template_is_a_message(project, cli, template, message):
+    with_archive(project)
+    project.write_issue(SMALL_ISSUE, "march.yaml")
+    (project.root / "templates").mkdir(exist_ok=True)
+    (project.root / "templates" / "archive.html.j2").write_text(template)
+    r = cli("archive", "--drafts", cwd=project.root)
+    assert r.code == 1 and message in r.err and "internal error" not in r.err, r.output
