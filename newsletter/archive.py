@@ -190,10 +190,11 @@ def _index(renderer: Renderer, settings: Settings, issues: list[ArchivedIssue], 
                 "date": format_date(i.issue.date, format="long", locale=locale),
                 "date_iso": i.issue.date.isoformat()} for i in issues]
     # a project's own archive.html.j2 may be wrong: a message naming it and the line, not an internal error
-    return renderer._render_template("archive.html.j2", dict(
-        settings=settings, brand=settings.brand, labels=labels, lang=settings.language, issues=entries,
-        feed_href=FEED, mailto=settings.unsubscribe_mailto, palette=palette(settings.brand),
-        intro=labels.get("archive_intro", "").replace("{name}", settings.name)))
+    return renderer._render_template("archive.html.j2", {
+        "settings": settings, "brand": settings.brand, "labels": labels, "lang": settings.language,
+        "issues": entries, "feed_href": FEED, "mailto": settings.unsubscribe_mailto,
+        "palette": palette(settings.brand),
+        "intro": labels.get("archive_intro", "").replace("{name}", settings.name)})
 
 
 def _feed(renderer: Renderer, settings: Settings, base: str, issues: list[ArchivedIssue]) -> str:
