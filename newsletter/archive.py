@@ -19,12 +19,13 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, time, timezone
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 from xml.etree import ElementTree as ET
 
 from babel.dates import format_date
 
 from . import __version__, merge
+from .colors import palette
 from .config import Settings
 from .errors import ConfigError
 from .issue import Issue, load_issue
@@ -69,6 +70,7 @@ class Archive:
     written: list[Path]
     removed: list[Path]  # pages an earlier build wrote that are no longer published
     left_out: list[str]  # issues not sent yet, left out without drafts=True
+    missing: list[str]  # issues the send record shows sent that have no file in issues/: no page
 
 
 def archive_url(settings: Settings) -> str:
@@ -83,14 +85,22 @@ def archive_url(settings: Settings) -> str:
 
 def page_path(settings: Settings, base: str, stem: str) -> tuple[str, str]:
     """(path inside the site, URL) of an issue's page: where the email's view-in-browser link points."""
-    url = (settings.view_online_url or base + "{issue}.html").format(issue=stem)
+    if settings.view_online_url and "{issue}" not in re.split(r"[?#]", settings.view_online_url)[0]:
+        raise ConfigError(
+            f"{settings.path or 'newsletter.toml'}: view_online_url: {settings.view_online_url} does not have "
+            "{issue} in its path, so every issue would get the same web copy; put it before any ? or #, "
+            "e.g. https://example.org/issues/{issue}.html")
+    url = settings.view_online(stem) or base + quote(stem, safe="") + ".html"
     if not url.startswith(base):
         raise ConfigError(
             f"{settings.path or 'newsletter.toml'}: view_online_url: {url} is not under archive_url {base}, so "
             "the emails' view-in-browser links would miss the web copies; remove view_online_url (it "
             "follows archive_url) or make it start with archive_url")
-    rel = re.split(r"[?#]", url[len(base):])[0]
-    rel = posixpath.normpath(rel + INDEX if rel == "" or rel.endswith("/") else rel)
+    rel = unquote(re.split(r"[?#]", url[len(base):])[0])  # the file a static server finds there
+    if not rel.endswith((".html", ".htm")):  # .../2021-03 or .../2021-03/: a folder, or hosts serve a download
+        rel = rel if rel == "" or rel.endswith("/") else rel + "/"
+        rel += INDEX
+    rel = posixpath.normpath(rel)
     if rel.startswith("..") or rel in (INDEX, FEED) or rel.startswith("/"):
         raise ConfigError(f"issues/{stem}.yaml: its web copy would be {rel}, which the archive cannot use; "
                           "rename the issue file")
@@ -120,13 +130,19 @@ def build_archive(settings: Settings, out: Path | None = None, *, drafts: bool =
     renderer = Renderer(settings.model_copy(update={"view_online_url": None}))
     published: list[tuple[ArchivedIssue, Rendered]] = []
     left_out = []
+    pages: dict[str, str] = {}  # page -> the issue file it is the web copy of
     folder = settings.root / "issues"
-    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+    paths = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+    for path in paths:
         if path.stem not in sent and not drafts:
             left_out.append(path.stem)
             continue
         issue = load_issue(path, default_language=settings.language)
         page, url = page_path(settings, base, path.stem)
+        if page in pages:
+            raise ConfigError(f"issues/{pages[page]} and issues/{path.name} would share one web copy, "
+                              f"{page}; rename one of them")
+        pages[page] = path.name
         item = ArchivedIssue(path.stem, issue, neutral(issue.heading), neutral(issue.preheader), page, url,
                              sent.get(path.stem))
         published.append((item, renderer.render(issue, path.stem)))
@@ -137,7 +153,8 @@ def build_archive(settings: Settings, out: Path | None = None, *, drafts: bool =
     for item, rendered in published:
         files[item.page] = _page(rendered, item, settings, renderer.templates.labels(item.issue.language))
     written, removed = _write(out, files)
-    return Archive(out, base, issues, written, removed, left_out)
+    missing = sorted(set(sent) - {path.stem for path in paths})
+    return Archive(out, base, issues, written, removed, left_out, missing)
 
 
 def _page(rendered: Rendered, item: ArchivedIssue, settings: Settings, labels: dict[str, str]) -> str:
@@ -147,14 +164,18 @@ def _page(rendered: Rendered, item: ArchivedIssue, settings: Settings, labels: d
     _, escaped = rendered.values({}, unsubscribe)
     page = merge.Filler(rendered.html).fill(escaped)
     esc = html_lib.escape
+    colors = palette(settings.brand)
     head = (f'<link rel="alternate" type="application/atom+xml" title="{esc(settings.name)}" '
             f'href="{_href(item.page, FEED)}">\n<link rel="canonical" href="{esc(item.url)}">\n'
             + (f'<meta name="description" content="{esc(item.preheader)}">\n' if item.preheader else "")
-            + ('<meta name="robots" content="noindex">\n' if item.draft else ""))
+            + ('<meta name="robots" content="noindex">\n' if item.draft else "")
+            # the line above the email: its text is muted grey, which the email's own dark rules do not reach
+            + f"<style>@media (prefers-color-scheme: dark) {{ .nl-archive-nav {{ color: {colors['dark']['muted']} "
+            "!important; } }</style>\n")
     link = f"color:{settings.brand.color};text-decoration:underline"
-    nav = (f'<nav aria-label="{esc(labels.get("archive", "Archive"))}" style="max-width:600px;margin:0 auto;'
-           f"padding:12px 24px;box-sizing:border-box;font-family:{_FONT};font-size:14px;line-height:1.5;"
-           f'color:#57606a"><a href="{_href(item.page, INDEX)}" style="{link}">&larr; '
+    nav = (f'<nav class="nl-archive-nav" aria-label="{esc(labels.get("archive", "Archive"))}" style="max-width:600px;'
+           f"margin:0 auto;padding:12px 24px;box-sizing:border-box;font-family:{_FONT};font-size:14px;"
+           f'line-height:1.5;color:{colors["light"]["muted"]}"><a href="{_href(item.page, INDEX)}" style="{link}">&larr; '
            f'{esc(labels.get("all_issues", "All issues"))}</a>'
            + (f' &middot; <strong>{esc(labels.get("draft", "Draft"))}</strong>' if item.draft else "")
            + f' &middot; <a href="{_href(item.page, FEED)}" style="{link}">{esc(labels.get("feed", "Feed"))}</a>'
@@ -168,10 +189,12 @@ def _index(renderer: Renderer, settings: Settings, issues: list[ArchivedIssue], 
     entries = [{"title": i.title, "preheader": i.preheader, "href": _href(INDEX, i.page), "draft": i.draft,
                 "date": format_date(i.issue.date, format="long", locale=locale),
                 "date_iso": i.issue.date.isoformat()} for i in issues]
-    template = renderer.templates.env.get_template("archive.html.j2")
-    return template.render(settings=settings, brand=settings.brand, labels=labels, lang=settings.language,
-                           issues=entries, feed_href=FEED, mailto=settings.unsubscribe_mailto,
-                           intro=labels.get("archive_intro", "").format(name=settings.name))
+    # a project's own archive.html.j2 may be wrong: a message naming it and the line, not an internal error
+    return renderer._render_template("archive.html.j2", {
+        "settings": settings, "brand": settings.brand, "labels": labels, "lang": settings.language,
+        "issues": entries, "feed_href": FEED, "mailto": settings.unsubscribe_mailto,
+        "palette": palette(settings.brand),
+        "intro": labels.get("archive_intro", "").replace("{name}", settings.name)})
 
 
 def _feed(renderer: Renderer, settings: Settings, base: str, issues: list[ArchivedIssue]) -> str:
@@ -224,7 +247,8 @@ def _feed_html(renderer: Renderer, issue: Issue) -> str:
 
 def _rfc3339(when: datetime) -> str:
     when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # not strftime("%Y"): that writes the year 999 as "999", which is no RFC 3339 date
+    return when.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _write(out: Path, files: dict[str, str]) -> tuple[list[Path], list[Path]]:
@@ -233,17 +257,21 @@ def _write(out: Path, files: dict[str, str]) -> tuple[list[Path], list[Path]]:
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / MANIFEST
     before = set(manifest.read_text(encoding="utf-8").split("\n")) - {""} if manifest.is_file() else set()
+    removed = []  # first: a page that was the file 2021-03 may now be the folder 2021-03/, or back
+    for rel in sorted(before - set(files)):
+        path = out / rel
+        if path.is_file() and out.resolve() in path.resolve().parents:
+            path.unlink()
+            removed.append(path)
+            for folder in path.parents:  # the folder of a per-folder page, once it is empty
+                if folder == out or any(folder.iterdir()):
+                    break
+                folder.rmdir()
     written = []
     for rel, text in files.items():
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         written.append(path)
-    removed = []
-    for rel in sorted(before - set(files)):
-        path = out / rel
-        if path.is_file() and out.resolve() in path.resolve().parents:
-            path.unlink()
-            removed.append(path)
     manifest.write_text("\n".join(sorted(files)) + "\n", encoding="utf-8")
     return written, removed

@@ -14,6 +14,7 @@ import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
@@ -252,6 +253,7 @@ class Settings(_Section):
         if v is not None:
             if not v.startswith(("https://", "http://")):
                 raise ValueError("must be an http(s) URL")
+            _no_space(v)
             _fields(v, {"issue"})
         return v
 
@@ -263,6 +265,7 @@ class Settings(_Section):
                 raise ValueError("must be an http(s) URL, the address the archive folder is served at")
             if "{" in v or "?" in v or "#" in v:
                 raise ValueError("must be a plain folder URL like https://example.org/issues/")
+            _no_space(v)
             v = v if v.endswith("/") else v + "/"
         return v
 
@@ -272,6 +275,11 @@ class Settings(_Section):
         if self.view_online_url is None and self.archive_url:
             self.view_online_url = self.archive_url + "{issue}.html"
         return self
+
+    def view_online(self, stem: str) -> str | None:
+        """The view-in-browser URL of issue `stem`, the name percent-encoded (a space, #, ? or % in a
+        file name would otherwise cut the link short), or None without view_online_url."""
+        return self.view_online_url.format(issue=quote(stem, safe="")) if self.view_online_url else None
 
     @property
     def templates_dir(self) -> Path:
@@ -306,6 +314,12 @@ def default_list_id(name: str, from_email: str) -> str:
         raise ValueError(f"cannot be derived from from_email = {from_email!r} (its domain is not a plain "
                          'domain name); set list_id, like list_id = "news.example.org"')
     return list_id
+
+
+def _no_space(url: str) -> None:
+    """A space cuts a link short in the text part and is no URL in the feed: it must be written %20."""
+    if any(c.isspace() for c in url):
+        raise ValueError("has a space in it; write it as %20 (https://example.org/my%20issues/)")
 
 
 def _fields(template: str, allowed: set[str], optional: tuple[str, ...] = ()) -> None:

@@ -237,7 +237,7 @@ def issue_urls(issue: Issue, path: Path | str, settings: Settings, stem: str | N
         places.append(Place(cfg, settings.line_of("logo"), "brand.logo", "logo", settings.brand.logo))
     if settings.view_online_url:
         key = "view_online_url" if settings.line_of("view_online_url") else "archive_url"
-        url = settings.view_online_url.format(issue=stem or Path(path).stem)
+        url = settings.view_online(stem or Path(path).stem) or ""
         places.append(Place(cfg, settings.line_of(key), key, "view-online link", url))
     return sorted(places, key=lambda p: (str(p.file) != str(path), p.line or 0))
 

@@ -125,8 +125,8 @@ class Renderer:
             "sections": sections,
             "unsubscribe_html": merge.token(UNSUBSCRIBE_SLOT, True),
             "unsubscribe_text": merge.token(UNSUBSCRIBE_SLOT, False),
-            "view_online": settings.view_online_url.format(issue=stem) if settings.view_online_url else None,
-            "why": labels.get("why", "").format(name=settings.name),
+            "view_online": settings.view_online(stem),
+            "why": labels.get("why", "").replace("{name}", settings.name),  # not format: a stray { shows
         }
 
     def render(self, issue: Issue, stem: str) -> Rendered:

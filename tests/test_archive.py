@@ -245,3 +245,174 @@ def no_horizontal_scroll(page) -> bool:
 class QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+def test_an_odd_issue_file_name_gets_a_page_its_email_link_finds(project):
+    """A space, #, ? or % in the file name: the email's link is percent-encoded, and the page is the file
+    a static server finds at that address (not a page named after the part before the # or ?)."""
+    from urllib.request import urlopen
+
+    from newsletter.issue import load_issue
+    from newsletter.render import Renderer
+
+    with_archive(project)
+    for stem in ("a b#c", "a b?c", "100%"):
+        project.write_issue(SMALL_ISSUE, f"{stem}.yaml")
+    settings = load_settings(project.root / "newsletter.toml", env={})
+    site = build_archive(settings, drafts=True)
+    assert sorted(i.page for i in site.issues) == ["100%.html", "a b#c.html", "a b?c.html"]
+    html = Renderer(settings).render(load_issue(project.root / "issues" / "a b#c.yaml"), "a b#c").html
+    assert f'href="{ARCHIVE}a%20b%23c.html"' in html
+    text = Renderer(settings).render(load_issue(project.root / "issues" / "100%.yaml"), "100%").text
+    assert f"{ARCHIVE}100%25.html" in text
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(site.out)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        local = f"http://127.0.0.1:{server.server_address[1]}/"
+        index = urlopen(local).read().decode()
+        for href in ("a%20b%23c.html", "a%20b%3Fc.html", "100%25.html"):
+            assert f'href="{href}"' in index
+            with urlopen(local + href) as page:
+                assert page.status == 200 and "Hello reader" in page.read().decode()
+    finally:
+        server.shutdown()
+
+
+def test_two_issues_never_share_one_web_copy(project, cli):
+    """{issue} only in the query string, or two files with one name: refused, not one page overwritten."""
+    with_archive(project, 'view_online_url = "https://example.org/view?issue={issue}"\n')
+    project.write_issue(SMALL_ISSUE, "march.yaml")
+    project.write_issue(DRAFT, "april.yaml")
+    r = cli("archive", "--drafts", cwd=project.root)
+    assert r.code == 1 and "does not have {issue} in its path" in r.err and "Traceback" not in r.err
+    assert not (project.root / "site" / "view").exists()
+    cfg = project.root / "newsletter.toml"
+    cfg.write_text(cfg.read_text().replace('view_online_url = "https://example.org/view?issue={issue}"\n',
+                                           f'archive_url = "{ARCHIVE}"\n'))
+    project.write_issue(DRAFT, "march.yml")
+    r = cli("archive", "--drafts", cwd=project.root)
+    assert r.code == 1 and "issues/march.yaml and issues/march.yml would share one web copy" in r.err
+
+
+def test_a_sent_issue_renamed_afterwards_is_reported_not_silently_dropped(sent_project, cli):
+    project, _ = sent_project
+    assert cli("archive", cwd=project.root).code == 0
+    (project.root / "issues" / "march.yaml").rename(project.root / "issues" / "march-renamed.yaml")
+    r = cli("archive", cwd=project.root)
+    assert r.code == 0, r.output
+    assert "sent but not in issues/, so not published: march (their emails' view-in-browser links" in r.out
+    assert "put each file back as issues/NAME.yaml" in r.out
+    assert build_archive(load_settings(project.root / "newsletter.toml", env={})).missing == ["march"]
+
+
+def test_feed_dates_are_rfc3339_for_any_year(project):
+    """A draft dated 0999 (a typo for 1999, say) still gives a feed with four-digit years."""
+    with_archive(project)
+    project.write_issue(DRAFT.replace("date: 2021-04-30", "date: 0999-06-01"), "typo.yaml")
+    site = build_archive(load_settings(project.root / "newsletter.toml", env={}), drafts=True)
+    feed = (site.out / "feed.xml").read_text()
+    dates = re.findall(r"<(?:published|updated)>([^<]+)<", feed)
+    assert dates and all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", d) for d in dates), dates
+    assert "<published>0999-06-01T00:00:00Z</published>" in feed
+
+
+def test_a_view_online_url_without_html_gets_a_page_not_a_download(project):
+    """https://…/{issue} (no .html): the page is march/index.html, which static servers answer with a
+    redirect to march/; a file named march would be served as application/octet-stream, a download.
+    Changing the URL's shape later removes the old page and its empty folder."""
+    from urllib.request import urlopen
+
+    with_archive(project, f'archive_url = "{ARCHIVE}"\nview_online_url = "{ARCHIVE}{{issue}}"\n')
+    project.write_issue(SMALL_ISSUE, "march.yaml")
+    cfg = project.root / "newsletter.toml"
+    site = build_archive(load_settings(cfg, env={}), drafts=True)
+    assert [(i.page, i.url) for i in site.issues] == [("march/index.html", ARCHIVE + "march")]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(site.out)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with urlopen(f"http://127.0.0.1:{server.server_address[1]}/march") as page:
+            assert page.headers.get_content_type() == "text/html" and page.url.endswith("/march/")
+            assert 'href="../index.html"' in page.read().decode()
+    finally:
+        server.shutdown()
+    cfg.write_text(cfg.read_text().replace(f'view_online_url = "{ARCHIVE}{{issue}}"\n', ""))
+    site = build_archive(load_settings(cfg, env={}), drafts=True)
+    assert (site.out / "march.html").is_file() and not (site.out / "march").exists()
+    cfg.write_text(cfg.read_text().replace(f'archive_url = "{ARCHIVE}"\n',
+                                           f'archive_url = "{ARCHIVE}"\nview_online_url = "{ARCHIVE}{{issue}}.html/"\n'))
+    site = build_archive(load_settings(cfg, env={}), drafts=True)  # the file march.html becomes a folder
+    assert (site.out / "march.html" / "index.html").is_file()
+
+
+def test_a_projects_label_with_a_stray_brace_shows_as_written(project, cli):
+    """{name} is filled; any other brace in the project's own labels stays (it was an internal error)."""
+    with_archive(project)
+    project.write_issue(SMALL_ISSUE, "march.yaml")
+    (project.root / "templates").mkdir(exist_ok=True)
+    (project.root / "templates" / "labels.toml").write_text(
+        '[en]\narchive_intro = "All {issues} of {name}"\nwhy = "You joined {name} {"\n')
+    r = cli("archive", "--drafts", cwd=project.root)
+    assert r.code == 0, r.output
+    assert "All {issues} of Test Digest" in (project.root / "site" / "index.html").read_text()
+    assert "You joined Test Digest {" in (project.root / "site" / "march.html").read_text()
+
+
+@pytest.mark.browser
+def test_the_line_above_the_email_reads_in_dark_mode(project):
+    """'← All issues · Draft · Feed' on a dark page: the grey that suits the light page was 2.96:1."""
+    from playwright.sync_api import sync_playwright
+
+    from test_browser import CHROMIUM, LAUNCH_ARGS
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found: apt-get install chromium")
+    with_archive(project)
+    project.write_issue(DRAFT, "april.yaml")
+    site = build_archive(load_settings(project.root / "newsletter.toml", env={}), drafts=True)
+    contrast = """el => {
+        const rgb = s => s.match(/[\\d.]+/g).map(Number);
+        const lum = c => c.slice(0, 3).map(v => (v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4)
+                            .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+        let bg = el;
+        while (bg && rgb(getComputedStyle(bg).backgroundColor)[3] === 0) bg = bg.parentElement;
+        const [a, b] = [lum(rgb(getComputedStyle(el).color)), lum(rgb(getComputedStyle(bg).backgroundColor))];
+        return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    }"""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        for scheme in ("light", "dark"):
+            page = browser.new_page(color_scheme=scheme)
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
+                       else route.abort())
+            page.goto((site.out / "april.html").as_uri())
+            for name in ("nav strong", "nav a"):
+                ratio = page.locator(name).first.evaluate(contrast)
+                assert ratio >= 4.5, (scheme, name, ratio)
+        browser.close()
+
+
+def test_the_index_takes_the_brands_dark_colours(project):
+    """[brand] dark_background and dark_color colour the index in dark mode, as they do the email (it
+    had GitHub's dark blue and #58a6ff whatever the brand)."""
+    with_archive(project)
+    cfg = project.root / "newsletter.toml"
+    cfg.write_text(cfg.read_text() + '\n[brand]\ncolor = "#d1242f"\ndark_background = "#202020"\n'
+                   'dark_color = "#ff9900"\n')
+    project.write_issue(SMALL_ISSUE, "march.yaml")
+    site = build_archive(load_settings(cfg, env={}), drafts=True)
+    index = (site.out / "index.html").read_text()
+    dark = index[index.index("prefers-color-scheme: dark"):]
+    assert "background: #202020" in dark and "a, .name { color: #ff9900; }" in dark and "#58a6ff" not in index
+
+
+@pytest.mark.parametrize("template, message", [
+    ("<p>{{ issue.title }}</p>\n", "templates/archive.html.j2:1: 'issue' is undefined"),
+    ("<ol>\n{% for i in issues %}\n", "templates/archive.html.j2:2: Unexpected end of template"),
+])
+def test_a_mistake_in_the_projects_index_template_is_a_message(project, cli, template, message):
+    with_archive(project)
+    project.write_issue(SMALL_ISSUE, "march.yaml")
+    (project.root / "templates").mkdir(exist_ok=True)
+    (project.root / "templates" / "archive.html.j2").write_text(template)
+    r = cli("archive", "--drafts", cwd=project.root)
+    assert r.code == 1 and message in r.err and "internal error" not in r.err, r.output

@@ -552,6 +552,21 @@ def test_the_archive_is_served_under_the_view_online_path(project: Project) -> N
         assert client.get("/issues/2021-03.html").status_code == 404  # no archive built: nothing mounted
 
 
+def test_an_archive_url_with_an_escaped_path_is_served_there(project: Project) -> None:
+    """archive_url = ".../my%20issues/" (a space must be written so): the route matches the path the
+    request asks for, decoded, as the pages' links do."""
+    cfg = project.root / "newsletter.toml"
+    cfg.write_text(cfg.read_text().replace(
+        "[newsletter]\n", '[newsletter]\narchive_url = "https://example.org/my%20issues/"\n'))
+    (project.root / "site").mkdir()
+    (project.root / "site" / "2021-03.html").write_text("<h1>March</h1>")
+    with service(project, {"NEWSLETTER_SECRET": SECRET}) as (client, _):
+        assert client.get("/my%20issues/2021-03.html").text == "<h1>March</h1>"
+    cfg.write_text(cfg.read_text().replace("my%20issues", "my issues"))
+    r = run_cli("archive", cwd=project.root)
+    assert r.code == 1 and "archive_url: has a space in it; write it as %20" in r.err
+
+
 def test_app_from_env_reads_the_project_like_the_command_line(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     """What `uvicorn --factory newsletter.web:app_from_env` (or gunicorn) runs."""
     from newsletter.web import app_from_env

@@ -158,6 +158,10 @@ def archive(ctx: _Context, out_dir: Path | None, drafts: bool) -> None:
     say(f"wrote {site.out}/: {_plural(pages, 'issue page')}, index.html, feed.xml in {took:.1f} s")
     for path in site.removed:
         say(f"removed {path} (no longer published)", "yellow")
+    if site.missing:
+        say(f"sent but not in issues/, so not published: {', '.join(site.missing)} (their emails' view-in-browser "
+            "links lead nowhere now; put each file back as issues/NAME.yaml, under the name it was sent as)",
+            "yellow")
     if site.left_out:
         say(f"left out, not sent yet: {', '.join(site.left_out)} (add --drafts to preview them)", "yellow")
     say(f"Publish the folder at {site.url} on any static host: the emails' view-in-browser links point there",

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -106,7 +106,7 @@ def archive_path(settings: Settings) -> str:
     from ..errors import ConfigError
 
     try:
-        return urlsplit(archive_url(settings)).path.rstrip("/")
+        return unquote(urlsplit(archive_url(settings)).path).rstrip("/")  # routes match the decoded path
     except ConfigError:
         return ""
 
