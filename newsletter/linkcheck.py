@@ -9,6 +9,7 @@ so that a live preview or a second `check` does not fetch them all again.
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import threading
 import time
@@ -23,7 +24,7 @@ from .errors import Problem
 from .issue import Issue
 from .issuetext import MARKDOWN_FIELDS, MERGE_TOKEN, markdown_targets, shorten
 
-TIMEOUT = 10.0  # seconds for each request (connect, and each read)
+TIMEOUT = 10.0  # seconds for each request as a whole (connect, TLS, status line and headers)
 CONCURRENCY = 8  # requests at a time
 MAX_REDIRECTS = 10
 TTL_OK = 600.0  # a link that worked is trusted for 10 minutes
@@ -80,6 +81,48 @@ def _why(exc: BaseException, timeout: float) -> str:
     return f"{type(exc).__name__}: {text or 'no answer'}"
 
 
+class _Deadline:
+    """Cuts a request's connection once it has taken `seconds` in all. httpx's timeout bounds each read,
+    not the answer: a server trickling its status line a byte every few seconds would hold the check for
+    hours. The connection's socket comes from httpcore's trace events (a new connection each request:
+    the client keeps none alive); shutting it down wakes the blocked read at once."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._socket: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+
+    def trace(self, event: str, info: dict[str, object]) -> None:
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            stream = info.get("return_value")
+            sock = getattr(stream, "get_extra_info", lambda _name: None)("socket")
+            with self._lock:
+                self._socket = sock if isinstance(sock, socket.socket) else self._socket
+                if self.expired:
+                    self._shutdown()
+
+    def _cut(self) -> None:
+        with self._lock:
+            self.expired = True
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._socket is not None:
+            try:
+                self._socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+
 def _follow(client: object, url: str, method: str, timeout: float, max_redirects: int) -> LinkResult:
     import httpx
 
@@ -89,11 +132,13 @@ def _follow(client: object, url: str, method: str, timeout: float, max_redirects
     current = url
     while True:
         try:
-            with client.stream(method, current) as response:
+            with _Deadline(timeout) as deadline, \
+                    client.stream(method, current, extensions={"trace": deadline.trace}) as response:
                 status = response.status_code
                 location = response.headers.get("location")
         except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as e:
-            return LinkResult(url, None, current, tuple(chain), _why(e, timeout), method, time.time())
+            why = f"timed out after {timeout:g} s" if deadline.expired else _why(e, timeout)
+            return LinkResult(url, None, current, tuple(chain), why, method, time.time())
         if status not in (301, 302, 303, 307, 308) or not location:
             return LinkResult(url, status, current, tuple(chain), None, method, time.time())
         nxt = urljoin(current, location)
@@ -140,7 +185,8 @@ def _client(timeout: float, concurrency: int) -> object:
 
     return httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False,
                         headers={"User-Agent": USER_AGENT, "Accept": "*/*"},
-                        limits=httpx.Limits(max_connections=concurrency * 2))
+                        # no keep-alive: each request's connection is new, so that _Deadline can cut it
+                        limits=httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=0))
 
 
 # --- the cache ----------------------------------------------------------------------------------------

@@ -228,3 +228,56 @@ def test_cli_check_links(project, links_issue, cli, server):
     assert "links: 9 URLs checked in " in r.out and ", 6 broken" in r.out
     assert "6 errors, 4 warnings" in r.err
     assert (project.root / ".newsletter" / "linkcheck.json").is_file()
+
+
+@pytest.fixture
+def raw_server():
+    """A TCP server whose answer is `script(conn)`: for servers no http.server handler can imitate."""
+    servers = []
+
+    def start(script):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        servers.append(listener)
+
+        def serve():
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                threading.Thread(target=_run, args=(script, conn), daemon=True).start()
+
+        threading.Thread(target=serve, daemon=True).start()
+        return f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    yield start
+    for listener in servers:
+        listener.close()
+
+
+def _run(script, conn):
+    try:
+        conn.recv(65536)
+        script(conn)
+    except OSError:
+        pass
+    finally:
+        conn.close()
+
+
+def _trickle(conn):
+    for byte in b"HTTP/1.1 200 OK\r\n" + b"X-Slow: yes\r\n" * 100:
+        conn.sendall(bytes([byte]))
+        time.sleep(0.3)
+
+
+def test_a_server_trickling_its_answer_times_out_after_the_timeout_in_all(raw_server):
+    """httpx's timeout bounds each read: a byte every 0.3 s never trips a 1 s timeout, and the answer
+    takes 7 minutes. The whole request is cut at the timeout."""
+    url = raw_server(_trickle)
+    start = time.monotonic()
+    r = fetch_status(f"{url}/trickle", timeout=1)
+    assert r.error == "timed out after 1 s", r
+    assert time.monotonic() - start < 3
