@@ -8,6 +8,7 @@ so that a live preview or a second `check` does not fetch them all again.
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
 import ssl
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urljoin
+from urllib.parse import unquote, urljoin, urlsplit
 
 from .config import Settings
 from .errors import Problem
@@ -69,6 +70,8 @@ def _why(exc: BaseException, timeout: float) -> str:
             return f"TLS failure: {getattr(seen, 'reason', None) or seen}"
         if isinstance(seen, ConnectionRefusedError):
             return "connection refused"
+        if isinstance(seen, OSError) and seen.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            return f"network unreachable ({seen.strerror})"
         seen = seen.__cause__ or seen.__context__
     text = str(exc)
     if any(s in text for s in ("Name or service not known", "nodename nor servname", "getaddrinfo",
@@ -158,7 +161,20 @@ def _odd(result: LinkResult) -> bool:
     which GET would meet as well."""
     if result.error is None:
         return result.status is not None and result.status >= 400
-    return not result.error.startswith(("timed out", "DNS", "TLS", "connection refused", "redirect loop", "more than"))
+    return not result.error.startswith(("timed out", "DNS", "TLS", "connection refused", "redirect loop", "more than",
+                                        "network unreachable"))
+
+
+def offline(results: list[LinkResult]) -> str | None:
+    """When no host of several resolves or can be reached (this machine has no network), one sentence
+    saying so, rather than the same DNS error at every link; None when any answered."""
+    hosts = sorted({urlsplit(r.url).hostname or "" for r in results})
+    if len(hosts) < 2 or not all(r.error and not r.chain and r.error.startswith(("DNS", "network unreachable"))
+                                 for r in results):
+        return None
+    named = ", ".join(hosts[:3]) + (", …" if len(hosts) > 3 else "")
+    return (f"no network: none of the {len(hosts)} hosts of the links can be reached ({named}; "
+            f"{results[0].error}); run check --links on a machine with internet access, or leave --links out")
 
 
 def fetch_status(url: str, *, timeout: float = TIMEOUT, max_redirects: int = MAX_REDIRECTS,
@@ -358,6 +374,9 @@ def check_links(issue: Issue, path: Path | str, settings: Settings, *, timeout: 
                         cache.put(fetched)
         finally:
             client.close()  # type: ignore[attr-defined]
+    if results and (why := offline(list(results.values()))):
+        problems.append(Problem(path, None, "links", why))
+        return problems
     for p in places:
         if (r := results.get(p.url)) and (verdict := _verdict(p, r)):
             problems.append(Problem(p.file, p.line, p.field, verdict[1], verdict[0]))

@@ -281,3 +281,43 @@ def test_a_server_trickling_its_answer_times_out_after_the_timeout_in_all(raw_se
     r = fetch_status(f"{url}/trickle", timeout=1)
     assert r.error == "timed out after 1 s", r
     assert time.monotonic() - start < 3
+
+
+def test_no_network_is_one_message_not_a_dns_error_at_every_link(project, server):
+    path = project.write_issue("""\
+        subject: Offline
+        date: 2021-03-31
+        preheader: "Links to hosts that do not resolve, as every host does on a machine without network"
+        sections:
+          - title: One
+            body: "[a](https://a.no-such-host.invalid/x) [b](https://b.no-such-host.invalid/y) [c](https://c.no-such-host.invalid/)"
+        """)
+    settings = load_settings(project.root / "newsletter.toml")
+    found = check_links(load_issue(path), path, settings, cache=None)
+    assert len(found) == 1, found
+    assert found[0].line is None and found[0].severity == "error"
+    assert found[0].message.startswith("no network: none of the 3 hosts of the links can be reached "
+                                       "(a.no-such-host.invalid, b.no-such-host.invalid, c.no-such-host.invalid; DNS: ")
+    assert found[0].message.endswith("run check --links on a machine with internet access, or leave --links out")
+    # one host answering: the network is there, and each unknown host is a broken link at its line
+    path.write_text(path.read_text().replace("https://c.no-such-host.invalid/", f"{server}/ok"))
+    found = check_links(load_issue(path), path, settings, cache=None)
+    assert [(p.line, p.message.split(":")[0]) for p in found] == [
+        (6, "link https"), (6, "link https")], found
+    assert all("DNS: the host name does not resolve" in p.message for p in found)
+
+
+def test_cli_check_links_without_network(project, cli):
+    project.write_issue("""\
+        subject: Offline
+        date: 2021-03-31
+        preheader: "Links to hosts that do not resolve, as every host does on a machine without network"
+        sections:
+          - title: One
+            body: "[a](https://a.no-such-host.invalid/x) [b](https://b.no-such-host.invalid/y)"
+        """, "offline.yaml")
+    r = cli("check", "issues/offline.yaml", "--links", cwd=project.root)
+    assert r.code == 1, r.output
+    assert "links: 2 URLs not checked (" in r.out and "): no network" in r.out
+    assert r.err.count("no network") == 1 and "issues/offline.yaml: links: no network: " in r.err
+    assert "1 error, 0 warnings" in r.err
