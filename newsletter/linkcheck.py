@@ -33,6 +33,7 @@ TTL_BROKEN = 60.0  # a broken one is asked again after a minute: someone may be 
 USER_AGENT = "newsletter-linkcheck/1 (+https://github.com/; checks links before an email is sent)"
 # answers that usually mean "no robots", not "no page": worth a look by hand, not a failed check
 REFUSED_ROBOT = {401, 403, 429, 999}
+REDIRECTS = {301, 302, 303, 307, 308}
 
 
 @dataclass(frozen=True)
@@ -92,12 +93,18 @@ class _Deadline:
 
     def __init__(self, seconds: float) -> None:
         self.expired = False
+        self.location: str | None = None  # the Location of a redirect, as the server sent it
         self._socket: socket.socket | None = None
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._cut)
         self._timer.daemon = True
 
     def trace(self, event: str, info: dict[str, object]) -> None:
+        if event == "http11.receive_response_headers.complete":
+            answer = info.get("return_value")
+            if isinstance(answer, tuple) and len(answer) == 4 and answer[1] in REDIRECTS:
+                # kept for the message: httpx parses a redirect's Location itself and fails on odd ones
+                self.location = next((v.decode("latin-1") for k, v in answer[3] if k.lower() == b"location"), None)
         if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
             stream = info.get("return_value")
             sock = getattr(stream, "get_extra_info", lambda _name: None)("socket")
@@ -126,6 +133,10 @@ class _Deadline:
         self._timer.cancel()
 
 
+def _not_web(location: str) -> str:
+    return f"redirects to {shorten(location, 100)!r}, which is not a web address"
+
+
 def _follow(client: object, url: str, method: str, timeout: float, max_redirects: int) -> LinkResult:
     import httpx
 
@@ -141,11 +152,15 @@ def _follow(client: object, url: str, method: str, timeout: float, max_redirects
                 location = response.headers.get("location")
         except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as e:
             why = f"timed out after {timeout:g} s" if deadline.expired else _why(e, timeout)
+            if deadline.location is not None and not deadline.expired:
+                why = _not_web(deadline.location)
             return LinkResult(url, None, current, tuple(chain), why, method, time.time())
-        if status not in (301, 302, 303, 307, 308) or not location:
+        if status not in REDIRECTS or not location:
             return LinkResult(url, status, current, tuple(chain), None, method, time.time())
         nxt = urljoin(current, location)
         chain.append((status, nxt))
+        if not nxt.lower().startswith(("http://", "https://")):
+            return LinkResult(url, status, nxt, tuple(chain), _not_web(location), method, time.time())
         if nxt in seen:
             return LinkResult(url, status, nxt, tuple(chain), "redirect loop", method, time.time())
         if len(chain) > max_redirects:
@@ -162,7 +177,7 @@ def _odd(result: LinkResult) -> bool:
     if result.error is None:
         return result.status is not None and result.status >= 400
     return not result.error.startswith(("timed out", "DNS", "TLS", "connection refused", "redirect loop", "more than",
-                                        "network unreachable"))
+                                        "network unreachable", "redirects to"))
 
 
 def offline(results: list[LinkResult]) -> str | None:

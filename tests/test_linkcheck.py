@@ -29,6 +29,8 @@ class Handler(BaseHTTPRequestHandler):
         "/ok": (200, None), "/missing": (404, None), "/boom": (500, None),
         "/moved": (301, "/ok"), "/hop1": (302, "/hop2"), "/hop2": (307, "/ok"),
         "/loop-a": (301, "/loop-b"), "/loop-b": (301, "/loop-a"), "/forbidden": (403, None),
+        "/to-js": (302, "javascript:alert(1)"), "/to-file": (301, "file:///etc/passwd"),
+        "/to-nowhere": (302, "http://[::1"),
     }
     heads: ClassVar[list[str]] = []
 
@@ -321,3 +323,13 @@ def test_cli_check_links_without_network(project, cli):
     assert "links: 2 URLs not checked (" in r.out and "): no network" in r.out
     assert r.err.count("no network") == 1 and "issues/offline.yaml: links: no network: " in r.err
     assert "1 error, 0 warnings" in r.err
+
+
+def test_a_redirect_to_something_not_web_says_where_it_goes(server):
+    r = fetch_status(f"{server}/to-js")
+    assert r.error == "redirects to 'javascript:alert(1)', which is not a web address", r
+    r = fetch_status(f"{server}/to-file")
+    assert r.error == "redirects to 'file:///etc/passwd', which is not a web address", r
+    assert r.chain == ((301, "file:///etc/passwd"),)
+    r = fetch_status(f"{server}/to-nowhere")
+    assert r.error == "redirects to 'http://[::1', which is not a web address", r
