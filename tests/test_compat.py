@@ -226,3 +226,14 @@ def test_vendored_data_has_its_licence_and_version_beside_it():
     assert "MIT License" in (data_dir / "caniemail-LICENSE").read_text()
     assert (data_dir / "caniemail-version.txt").read_text().startswith("caniemail ")
     assert len(load_data()["data"]) > 250
+
+
+def test_deeply_nested_css_is_read_to_a_depth_not_an_internal_error():
+    """A template's <mj-style> reaches the scanner verbatim (premailer leaves it alone): 600 nested
+    @media blocks or nested rules ran the scanner out of stack."""
+    for opening in ("@media screen {", "@supports (display: grid) {", "a {"):
+        html = f"<style>{opening * 600} a {{ display: flex }} {'}' * 600}</style><p>x</p>"
+        found = scan(html).found
+        assert "css-at-media" in found or "css-at-supports" in found or "css-nesting" in found
+    shallow = scan("<style>@media screen { @media print { a { display: flex } } }</style>").found
+    assert "css-display-flex" in shallow  # real style sheets are read in full
