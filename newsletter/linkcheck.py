@@ -235,6 +235,7 @@ class LinkCache:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
+        self.path = Path(self.path) if self.path is not None else None  # a str too
         if self.path and self.path.is_file():
             try:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
