@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .compat_scan import scan
+from .errors import UsageError
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEFAULT_CLIENTS = ("gmail", "apple-mail", "outlook", "yahoo")
@@ -298,14 +299,21 @@ def _finding_lines(f: Finding, clients: Sequence[Client]) -> list[str]:
     return lines
 
 
+class UnknownClientError(UsageError, ValueError):
+    """compat_report was given a client caniemail's data does not know."""
+
+
 def compat_report(html: str, clients: Sequence[str] | None = None, *, mjml: str | None = None,
                   accept: Iterable[str] = ()) -> CompatReport:
     """The compatibility of `html` (the final, inlined HTML) for `clients` (family names like "gmail"
     or family.platform like "outlook.windows"; default DEFAULT_CLIENTS). Pass the MJML it came from
     to measure MJML's baseline for exactly the components it uses and to tell what its attributes
     cause from what its content does; `accept` adds caniemail slugs to the degrades-gracefully list.
-    Raises ValueError for an unknown client."""
-    chosen = resolve_clients(clients or DEFAULT_CLIENTS)
+    Raises UnknownClientError (a UsageError, and a ValueError as before) for an unknown client."""
+    try:
+        chosen = resolve_clients([clients] if isinstance(clients, str) else clients or DEFAULT_CLIENTS)
+    except ValueError as e:
+        raise UnknownClientError(str(e)) from None
     features = {f["slug"]: f for f in load_data()["data"]}
     components = components_of(mjml) if mjml else list(DEFAULT_COMPONENTS)
     base = baseline(frozenset(components))

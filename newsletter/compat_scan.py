@@ -180,6 +180,7 @@ _COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
 _FUNCTION = re.compile(r"(?<![\w-])([a-z][a-z-]*)\(", re.IGNORECASE)
 _UNIT = re.compile(r"(?<![\w#.-])[+-]?(?:\d+\.?\d*|\.\d+)(%|[a-z]+\b)", re.IGNORECASE)
 _INTRINSIC = re.compile(r"\b(fit-content|min-content|max-content)\b", re.IGNORECASE)
+MAX_DEPTH = 20  # nested @media / @supports / rules read; real style sheets nest two or three
 _IMPORTANT = re.compile(r"!\s*important\s*$", re.IGNORECASE)
 _DARK_MEDIA = re.compile(r"prefers-color-scheme\s*:\s*dark", re.IGNORECASE)
 _OUTLOOK_DARK = re.compile(r"\[data-og[sa][cb]\b", re.IGNORECASE)
@@ -242,14 +243,18 @@ class Scanner:
             if name in PROPERTIES and len(self.values[PROPERTIES[name]]) < 50:
                 self.values[PROPERTIES[name]].add(value)
 
-    def stylesheet(self, css: str, where: str) -> None:
-        """A <style> block: rules, at-rules (recursing into @media and @supports), selectors."""
+    def stylesheet(self, css: str, where: str, depth: int = 0) -> None:
+        """A <style> block: rules, at-rules (recursing into @media and @supports), selectors. Blocks
+        nested deeper than MAX_DEPTH are not read: each level copies its body, and Python's stack ends
+        near 500 levels (a template's hundreds of nested @media were an internal error)."""
+        if depth > MAX_DEPTH:
+            return
         if "/*" in css:
             self.add("css-comments", where)
             css = _COMMENT.sub("", css)
         for prelude, body in _rules(css):
             if prelude.startswith("@"):
-                self._at_rule(prelude, body, where)
+                self._at_rule(prelude, body, where, depth)
                 continue
             place = f"{where}: {_short(prelude)}"
             # Outlook.com marks what it darkens with data-ogsc/data-ogsb: such rules apply only there
@@ -259,12 +264,12 @@ class Scanner:
             if body is not None:
                 if "{" in body:  # rules inside a rule: CSS nesting
                     self.add("css-nesting", place)
-                    self.stylesheet(body, where)
+                    self.stylesheet(body, where, depth + 1)
                     body = re.sub(r"[^;{}]*\{[^{}]*\}", "", body)
                 self.declarations(body, place)
             self.dark -= dark
 
-    def _at_rule(self, prelude: str, body: str | None, where: str) -> None:
+    def _at_rule(self, prelude: str, body: str | None, where: str, depth: int) -> None:
         name = re.match(r"@([\w-]+)", prelude)
         kind = name.group(1).lower() if name else ""
         place = f"{where}: {_short(prelude)}"
@@ -279,7 +284,7 @@ class Scanner:
         if kind in ("media", "supports", "document", "container", "layer"):
             dark = bool(kind == "media" and _DARK_MEDIA.search(prelude))
             self.dark += dark
-            self.stylesheet(body, f"{where} {_short(prelude, 40)}")
+            self.stylesheet(body, f"{where} {_short(prelude, 40)}", depth + 1)
             self.dark -= dark
         elif kind in ("font-face", "page"):
             self.declarations(body, place)

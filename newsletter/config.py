@@ -414,6 +414,7 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
     """Read newsletter.toml (`path`, or the nearest one from the current directory up) and apply
     the environment's overrides. Raises ConfigError, saying where it looked, when there is none."""
     env = dict(os.environ if env is None else env)
+    path = Path(path) if path is not None else None  # a str too
     if path is None:
         path = find_config()
         if path is None:

@@ -297,6 +297,8 @@ def load_issue(path: Path, *, default_language: str = "en") -> Issue:
             data = f.read(MAX_FILE_BYTES + 1)  # never more: the file may be huge, or /dev/zero
     except FileNotFoundError:
         raise IssueError([Problem(path, None, "", "no such issue file")]) from None
+    except IsADirectoryError:
+        raise IssueError([Problem(path, None, "", "a folder, not an issue file; name a .yaml file in it")]) from None
     if len(data) > MAX_FILE_BYTES:
         raise IssueError([_too_big(path)])
     try:

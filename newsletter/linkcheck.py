@@ -8,7 +8,9 @@ so that a live preview or a second `check` does not fetch them all again.
 
 from __future__ import annotations
 
+import errno
 import json
+import socket
 import ssl
 import threading
 import time
@@ -16,14 +18,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urljoin
+from urllib.parse import unquote, urljoin, urlsplit
 
 from .config import Settings
 from .errors import Problem
 from .issue import Issue
 from .issuetext import MARKDOWN_FIELDS, MERGE_TOKEN, markdown_targets, shorten
 
-TIMEOUT = 10.0  # seconds for each request (connect, and each read)
+TIMEOUT = 10.0  # seconds for each request as a whole (connect, TLS, status line and headers)
 CONCURRENCY = 8  # requests at a time
 MAX_REDIRECTS = 10
 TTL_OK = 600.0  # a link that worked is trusted for 10 minutes
@@ -31,6 +33,7 @@ TTL_BROKEN = 60.0  # a broken one is asked again after a minute: someone may be 
 USER_AGENT = "newsletter-linkcheck/1 (+https://github.com/; checks links before an email is sent)"
 # answers that usually mean "no robots", not "no page": worth a look by hand, not a failed check
 REFUSED_ROBOT = {401, 403, 429, 999}
+REDIRECTS = {301, 302, 303, 307, 308}
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ def _why(exc: BaseException, timeout: float) -> str:
             return f"TLS failure: {getattr(seen, 'reason', None) or seen}"
         if isinstance(seen, ConnectionRefusedError):
             return "connection refused"
+        if isinstance(seen, OSError) and seen.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            return f"network unreachable ({seen.strerror})"
         seen = seen.__cause__ or seen.__context__
     text = str(exc)
     if any(s in text for s in ("Name or service not known", "nodename nor servname", "getaddrinfo",
@@ -80,6 +85,58 @@ def _why(exc: BaseException, timeout: float) -> str:
     return f"{type(exc).__name__}: {text or 'no answer'}"
 
 
+class _Deadline:
+    """Cuts a request's connection once it has taken `seconds` in all. httpx's timeout bounds each read,
+    not the answer: a server trickling its status line a byte every few seconds would hold the check for
+    hours. The connection's socket comes from httpcore's trace events (a new connection each request:
+    the client keeps none alive); shutting it down wakes the blocked read at once."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self.location: str | None = None  # the Location of a redirect, as the server sent it
+        self._socket: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+
+    def trace(self, event: str, info: dict[str, object]) -> None:
+        if event == "http11.receive_response_headers.complete":
+            answer = info.get("return_value")
+            if isinstance(answer, tuple) and len(answer) == 4 and answer[1] in REDIRECTS:
+                # kept for the message: httpx parses a redirect's Location itself and fails on odd ones
+                self.location = next((v.decode("latin-1") for k, v in answer[3] if k.lower() == b"location"), None)
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            stream = info.get("return_value")
+            sock = getattr(stream, "get_extra_info", lambda _name: None)("socket")
+            with self._lock:
+                self._socket = sock if isinstance(sock, socket.socket) else self._socket
+                if self.expired:
+                    self._shutdown()
+
+    def _cut(self) -> None:
+        with self._lock:
+            self.expired = True
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._socket is not None:
+            try:
+                self._socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+
+def _not_web(location: str) -> str:
+    return f"redirects to {shorten(location, 100)!r}, which is not a web address"
+
+
 def _follow(client: object, url: str, method: str, timeout: float, max_redirects: int) -> LinkResult:
     import httpx
 
@@ -89,15 +146,21 @@ def _follow(client: object, url: str, method: str, timeout: float, max_redirects
     current = url
     while True:
         try:
-            with client.stream(method, current) as response:
+            with _Deadline(timeout) as deadline, \
+                    client.stream(method, current, extensions={"trace": deadline.trace}) as response:
                 status = response.status_code
                 location = response.headers.get("location")
         except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as e:
-            return LinkResult(url, None, current, tuple(chain), _why(e, timeout), method, time.time())
-        if status not in (301, 302, 303, 307, 308) or not location:
+            why = f"timed out after {timeout:g} s" if deadline.expired else _why(e, timeout)
+            if deadline.location is not None and not deadline.expired:
+                why = _not_web(deadline.location)
+            return LinkResult(url, None, current, tuple(chain), why, method, time.time())
+        if status not in REDIRECTS or not location:
             return LinkResult(url, status, current, tuple(chain), None, method, time.time())
         nxt = urljoin(current, location)
         chain.append((status, nxt))
+        if not nxt.lower().startswith(("http://", "https://")):
+            return LinkResult(url, status, nxt, tuple(chain), _not_web(location), method, time.time())
         if nxt in seen:
             return LinkResult(url, status, nxt, tuple(chain), "redirect loop", method, time.time())
         if len(chain) > max_redirects:
@@ -113,7 +176,20 @@ def _odd(result: LinkResult) -> bool:
     which GET would meet as well."""
     if result.error is None:
         return result.status is not None and result.status >= 400
-    return not result.error.startswith(("timed out", "DNS", "TLS", "connection refused", "redirect loop", "more than"))
+    return not result.error.startswith(("timed out", "DNS", "TLS", "connection refused", "redirect loop", "more than",
+                                        "network unreachable", "redirects to"))
+
+
+def offline(results: list[LinkResult]) -> str | None:
+    """When no host of several resolves or can be reached (this machine has no network), one sentence
+    saying so, rather than the same DNS error at every link; None when any answered."""
+    hosts = sorted({urlsplit(r.url).hostname or "" for r in results})
+    if len(hosts) < 2 or not all(r.error and not r.chain and r.error.startswith(("DNS", "network unreachable"))
+                                 for r in results):
+        return None
+    named = ", ".join(hosts[:3]) + (", …" if len(hosts) > 3 else "")
+    return (f"no network: none of the {len(hosts)} hosts of the links can be reached ({named}; "
+            f"{results[0].error}); run check --links on a machine with internet access, or leave --links out")
 
 
 def fetch_status(url: str, *, timeout: float = TIMEOUT, max_redirects: int = MAX_REDIRECTS,
@@ -140,7 +216,8 @@ def _client(timeout: float, concurrency: int) -> object:
 
     return httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False,
                         headers={"User-Agent": USER_AGENT, "Accept": "*/*"},
-                        limits=httpx.Limits(max_connections=concurrency * 2))
+                        # no keep-alive: each request's connection is new, so that _Deadline can cut it
+                        limits=httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=0))
 
 
 # --- the cache ----------------------------------------------------------------------------------------
@@ -158,6 +235,7 @@ class LinkCache:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
+        self.path = Path(self.path) if self.path is not None else None  # a str too
         if self.path and self.path.is_file():
             try:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
@@ -312,6 +390,9 @@ def check_links(issue: Issue, path: Path | str, settings: Settings, *, timeout: 
                         cache.put(fetched)
         finally:
             client.close()  # type: ignore[attr-defined]
+    if results and (why := offline(list(results.values()))):
+        problems.append(Problem(path, None, "links", why))
+        return problems
     for p in places:
         if (r := results.get(p.url)) and (verdict := _verdict(p, r)):
             problems.append(Problem(p.file, p.line, p.field, verdict[1], verdict[0]))

@@ -36,6 +36,7 @@ class Prepared:
 def prepare(path: Path, settings: Settings, renderer: Renderer | None = None) -> Prepared:
     """Validate, render once and check an issue file; raises IssueError when it is invalid.
     Pass a `renderer` to reuse its templates and inliner across calls (the preview does)."""
+    path = Path(path)  # a str too: scripts pass "issues/2021-03.yaml"
     if m := re.search(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", path.stem):
         # the name is the issue's id: in mail headers, links, the send record and the outbox
         raise IssueError([Problem(path, None, "", f"the file name has a control character (U+{ord(m.group()):04X}, "

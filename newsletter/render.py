@@ -147,7 +147,12 @@ class Renderer:
         except UnicodeDecodeError as e:
             raise NewsletterError(f"{self.templates.find(f'{name}.css')}: not UTF-8 text ({e.reason}); "
                                   "save it as UTF-8") from None
-        html = self.inliner.inline(result, css)
+        try:
+            html = self.inliner.inline(result, css)
+        except RecursionError:  # cssutils parses nested blocks recursively
+            raise NewsletterError(f"{self.templates.find(f'{name}.css') or f'{name}.css'} (or the template's "
+                                  "<mj-style>): CSS nested too deep for the CSS inliner; flatten the nested "
+                                  "@media, @supports or rules") from None
         subject = slots.tokenizer(False)(issue.subject)
         fields = [merge.compile_field(e) for e in slots.exprs]
         return Rendered(issue, stem, subject, html, re.sub(r"\n{3,}", "\n\n", text), mjml_src, fields)

@@ -275,6 +275,8 @@ def test_default_language_is_checked_where_it_is_set(project, cli):
     ("digest.txt.j2", lambda t: t + "caf\udce9\n", "templates/digest.txt.j2: not UTF-8 text"),
     ("digest.css", lambda t: t + "/* caf\udce9 */\n", "templates/digest.css: not UTF-8 text"),
     ("labels.toml", lambda t: t + "# caf\udce9\n", "templates/labels.toml: not UTF-8 text"),
+    ("digest.css", lambda t: t + "@media screen {" * 600 + "a { color: red }" + "}" * 600,
+     "templates/digest.css (or the template's <mj-style>): CSS nested too deep for the CSS inliner"),
 ])
 def test_a_broken_project_template_is_a_message_naming_the_file(project, cli, file, edit, says):
     """`newsletter init --templates` invites editing them: a slip is the editor's to fix, not a bug (exit 70)."""

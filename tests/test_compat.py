@@ -17,6 +17,7 @@ from newsletter.compat import (DEFAULT_CLIENTS, FAMILY_PLATFORMS, compat_report,
                                resolve_clients)
 from newsletter.compat_scan import NOT_SCANNED, scan, scannable
 from newsletter.config import load_settings
+from newsletter.errors import NewsletterError
 from newsletter.personalize import sample_message
 from newsletter.pipeline import prepare
 from newsletter.templating import builtin_dir
@@ -219,6 +220,10 @@ def test_library_call_without_mjml_and_unknown_clients():
     assert report.to_dict()["families"]["outlook"]["unsupported"] == ["css-display-grid"]
     with pytest.raises(ValueError, match="unknown email client 'outlook.linux'"):
         compat_report(html, ["outlook.linux"])
+    # the library's own error (NewsletterError is the root of everything it raises), and one name is a list
+    with pytest.raises(NewsletterError, match="unknown email client 'outlook.linux'"):
+        compat_report(html, ["outlook.linux"])
+    assert [c.name for c in compat_report(html, "outlook.windows").clients] == ["Outlook Windows"]
 
 
 def test_vendored_data_has_its_licence_and_version_beside_it():
@@ -226,3 +231,14 @@ def test_vendored_data_has_its_licence_and_version_beside_it():
     assert "MIT License" in (data_dir / "caniemail-LICENSE").read_text()
     assert (data_dir / "caniemail-version.txt").read_text().startswith("caniemail ")
     assert len(load_data()["data"]) > 250
+
+
+def test_deeply_nested_css_is_read_to_a_depth_not_an_internal_error():
+    """A template's <mj-style> reaches the scanner verbatim (premailer leaves it alone): 600 nested
+    @media blocks or nested rules ran the scanner out of stack."""
+    for opening in ("@media screen {", "@supports (display: grid) {", "a {"):
+        html = f"<style>{opening * 600} a {{ display: flex }} {'}' * 600}</style><p>x</p>"
+        found = scan(html).found
+        assert "css-at-media" in found or "css-at-supports" in found or "css-nesting" in found
+    shallow = scan("<style>@media screen { @media print { a { display: flex } } }</style>").found
+    assert "css-display-flex" in shallow  # real style sheets are read in full

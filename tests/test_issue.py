@@ -208,3 +208,19 @@ def test_the_pure_python_parser_tells_the_same_as_libyaml(monkeypatch):
     with_libyaml = told()
     monkeypatch.setattr(issueyaml, "_CParser", None)
     assert told() == with_libyaml
+
+
+def test_the_library_takes_str_paths_and_says_what_a_folder_is(project):
+    """prepare("issues/x.yaml", ...) as scripts write it; a folder is the library's own error, not
+    IsADirectoryError (README: NewsletterError is the root of everything it raises)."""
+    from conftest import SMALL_ISSUE
+
+    from newsletter import load_settings, prepare
+    from newsletter.linkcheck import LinkCache
+
+    path = project.write_issue(SMALL_ISSUE)
+    settings = load_settings(str(project.root / "newsletter.toml"))
+    assert prepare(str(path), settings).issue.subject
+    with pytest.raises(IssueError, match="a folder, not an issue file"):
+        prepare(path.parent, settings)
+    assert LinkCache(path=str(project.root / "links.json")).path == project.root / "links.json"

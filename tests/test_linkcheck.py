@@ -29,6 +29,8 @@ class Handler(BaseHTTPRequestHandler):
         "/ok": (200, None), "/missing": (404, None), "/boom": (500, None),
         "/moved": (301, "/ok"), "/hop1": (302, "/hop2"), "/hop2": (307, "/ok"),
         "/loop-a": (301, "/loop-b"), "/loop-b": (301, "/loop-a"), "/forbidden": (403, None),
+        "/to-js": (302, "javascript:alert(1)"), "/to-file": (301, "file:///etc/passwd"),
+        "/to-nowhere": (302, "http://[::1"),
     }
     heads: ClassVar[list[str]] = []
 
@@ -228,3 +230,106 @@ def test_cli_check_links(project, links_issue, cli, server):
     assert "links: 9 URLs checked in " in r.out and ", 6 broken" in r.out
     assert "6 errors, 4 warnings" in r.err
     assert (project.root / ".newsletter" / "linkcheck.json").is_file()
+
+
+@pytest.fixture
+def raw_server():
+    """A TCP server whose answer is `script(conn)`: for servers no http.server handler can imitate."""
+    servers = []
+
+    def start(script):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        servers.append(listener)
+
+        def serve():
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                threading.Thread(target=_run, args=(script, conn), daemon=True).start()
+
+        threading.Thread(target=serve, daemon=True).start()
+        return f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    yield start
+    for listener in servers:
+        listener.close()
+
+
+def _run(script, conn):
+    try:
+        conn.recv(65536)
+        script(conn)
+    except OSError:
+        pass
+    finally:
+        conn.close()
+
+
+def _trickle(conn):
+    for byte in b"HTTP/1.1 200 OK\r\n" + b"X-Slow: yes\r\n" * 100:
+        conn.sendall(bytes([byte]))
+        time.sleep(0.3)
+
+
+def test_a_server_trickling_its_answer_times_out_after_the_timeout_in_all(raw_server):
+    """httpx's timeout bounds each read: a byte every 0.3 s never trips a 1 s timeout, and the answer
+    takes 7 minutes. The whole request is cut at the timeout."""
+    url = raw_server(_trickle)
+    start = time.monotonic()
+    r = fetch_status(f"{url}/trickle", timeout=1)
+    assert r.error == "timed out after 1 s", r
+    assert time.monotonic() - start < 3
+
+
+def test_no_network_is_one_message_not_a_dns_error_at_every_link(project, server):
+    path = project.write_issue("""\
+        subject: Offline
+        date: 2021-03-31
+        preheader: "Links to hosts that do not resolve, as every host does on a machine without network"
+        sections:
+          - title: One
+            body: "[a](https://a.no-such-host.invalid/x) [b](https://b.no-such-host.invalid/y) [c](https://c.no-such-host.invalid/)"
+        """)
+    settings = load_settings(project.root / "newsletter.toml")
+    found = check_links(load_issue(path), path, settings, cache=None)
+    assert len(found) == 1, found
+    assert found[0].line is None and found[0].severity == "error"
+    assert found[0].message.startswith("no network: none of the 3 hosts of the links can be reached "
+                                       "(a.no-such-host.invalid, b.no-such-host.invalid, c.no-such-host.invalid; DNS: ")
+    assert found[0].message.endswith("run check --links on a machine with internet access, or leave --links out")
+    # one host answering: the network is there, and each unknown host is a broken link at its line
+    path.write_text(path.read_text().replace("https://c.no-such-host.invalid/", f"{server}/ok"))
+    found = check_links(load_issue(path), path, settings, cache=None)
+    assert [(p.line, p.message.split(":")[0]) for p in found] == [
+        (6, "link https"), (6, "link https")], found
+    assert all("DNS: the host name does not resolve" in p.message for p in found)
+
+
+def test_cli_check_links_without_network(project, cli):
+    project.write_issue("""\
+        subject: Offline
+        date: 2021-03-31
+        preheader: "Links to hosts that do not resolve, as every host does on a machine without network"
+        sections:
+          - title: One
+            body: "[a](https://a.no-such-host.invalid/x) [b](https://b.no-such-host.invalid/y)"
+        """, "offline.yaml")
+    r = cli("check", "issues/offline.yaml", "--links", cwd=project.root)
+    assert r.code == 1, r.output
+    assert "links: 2 URLs not checked (" in r.out and "): no network" in r.out
+    assert r.err.count("no network") == 1 and "issues/offline.yaml: links: no network: " in r.err
+    assert "1 error, 0 warnings" in r.err
+
+
+def test_a_redirect_to_something_not_web_says_where_it_goes(server):
+    r = fetch_status(f"{server}/to-js")
+    assert r.error == "redirects to 'javascript:alert(1)', which is not a web address", r
+    r = fetch_status(f"{server}/to-file")
+    assert r.error == "redirects to 'file:///etc/passwd', which is not a web address", r
+    assert r.chain == ((301, "file:///etc/passwd"),)
+    r = fetch_status(f"{server}/to-nowhere")
+    assert r.error == "redirects to 'http://[::1', which is not a web address", r

@@ -52,7 +52,11 @@ def _links_and_spam(prepared: Prepared, settings: Settings, links: bool, spam: b
         urls = {p.url for p in issue_urls(prepared.issue, prepared.path, settings, prepared.rendered.stem)
                 if p.url.lower().startswith(("http://", "https://"))}
         broken = sum(p.severity == "error" for p in found)
-        say(f"links: {len(urls)} URLs checked in {time.perf_counter() - start:.1f} s, {broken} broken")
+        seconds = time.perf_counter() - start
+        if any(p.field == "links" for p in found):  # no network: one problem for them all
+            say(f"links: {len(urls)} URLs not checked ({seconds:.1f} s): no network")
+        else:
+            say(f"links: {len(urls)} URLs checked in {seconds:.1f} s, {broken} broken")
     if spam:
         from ..spamscore import SpamCheckError, sample_eml, spam_score
 
