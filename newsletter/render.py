@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import mjml
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
-from jinja2 import TemplateNotFound, TemplateSyntaxError, UndefinedError
+from jinja2 import TemplateNotFound, TemplateSyntaxError, UndefinedError, pass_context
+from jinja2.runtime import Context
 from markdown_it import MarkdownIt
 from markdown_it.renderer import RendererHTML
 from markdown_it.token import Token
@@ -35,21 +37,66 @@ from .templating import TemplateSet
 PREHEADER_FILLER = "\u034f\u200c\u00a0" * 90
 _HTML_TOKEN = re.compile(r"NLMF(\d+)H")  # merge.token(n, html=True)
 _PROSE_CACHE_SIZE = 1024  # texts of a few issues; an issue has at most ~200
+_SLOTS = "_merge_slots"  # the render's _Slots in the templates' context, for `_underline`
 
 
 class _Slots:
-    """Assigns each distinct merge-field expression a slot number (slot 0: unsubscribe URL)."""
+    """Assigns each distinct merge-field expression a slot number (slot 0: unsubscribe URL), and the
+    rule under each heading with merge fields that the text template underlines one of its own (its
+    width differs per reader; see `_underline`)."""
 
     def __init__(self) -> None:
-        self.exprs: list[str] = []
+        self.keys: list[str | tuple[str, str, int]] = []  # an expression, or (wrapped heading, char, columns)
+        self.made: dict[tuple[str, str, int], merge.MergeField] = {}  # the rules' fields
+
+    def _slot(self, key: str | tuple[str, str, int]) -> int:
+        if key not in self.keys:
+            self.keys.append(key)
+        return self.keys.index(key) + 1
 
     def token(self, expr: str, html: bool) -> str:
-        if expr not in self.exprs:
-            self.exprs.append(expr)
-        return merge.token(self.exprs.index(expr) + 1, html)
+        return merge.token(self._slot(expr), html)
 
     def tokenizer(self, html: bool) -> Callable[[str], str]:
         return lambda text: merge.tokenize(text, lambda e: self.token(e, html))
+
+    def underlined(self, heading: str, char: str, columns: int) -> str | None:
+        """`plaintext.underline` of a heading with merge fields' text tokens in it: the heading wrapped
+        as rendered, its tokens filled per reader as everywhere else, and under it a slot whose value
+        is each reader's rule, as wide as their filled heading shows. None for a heading with no merge
+        field, or with a token that is not a merge field's text token (left to plaintext.underline)."""
+        wrapped = plaintext.wrap(" ".join(heading.split()), columns)
+        filler = merge.Filler(wrapped)
+        exprs = [self.keys[n - 1] for n in filler.slots if 0 < n <= len(self.keys)]
+        if not filler.slots or _HTML_TOKEN.search(wrapped) or len(exprs) != len(filler.slots) \
+                or not all(isinstance(e, str) for e in exprs):
+            return None
+        key = (wrapped, char, columns)
+        if key not in self.made:
+            fields = [merge.compile_field(e) for e in exprs if isinstance(e, str)]
+            literals = filler.literals
+
+            def rule(subscriber: Mapping[str, Any]) -> str:
+                out = [literals[0]]
+                for f, literal in zip(fields, literals[1:]):
+                    out += [f.evaluate(subscriber), literal]
+                return char * max(plaintext.width(line) for line in "".join(out).split("\n"))
+
+            self.made[key] = merge.MergeField(f"rule {char!r} under {wrapped!r}", rule)
+        return wrapped + "\n" + merge.token(self._slot(key), False)
+
+    def fields(self) -> list[merge.MergeField]:
+        """The field of every slot from 1 on, in slot order."""
+        return [merge.compile_field(k) if isinstance(k, str) else self.made[k] for k in self.keys]
+
+
+@pass_context
+def _underline(context: Context, heading: str, char: str, columns: int = plaintext.WIDTH) -> str:
+    """The text template's `underline`: plaintext.underline, with the rule of a heading that holds
+    merge fields a slot filled per reader (rendered once, the heading holds tokens, not what shows)."""
+    slots = context.get(_SLOTS)
+    made = slots.underlined(heading, char, columns) if isinstance(slots, _Slots) else None
+    return plaintext.underline(heading, char, columns) if made is None else made
 
 
 class Renderer:
@@ -63,7 +110,7 @@ class Renderer:
         self.templates = TemplateSet(settings.templates_dir)
         self.markdown = _markdown()
         self.text = plaintext.TextRenderer()
-        self.templates.env.filters.update(wrap=plaintext.wrap, underline=plaintext.underline)
+        self.templates.env.filters.update(wrap=plaintext.wrap, underline=_underline)
         self._inliner: Inliner | None = None  # premailer loads on the first render
         # Markdown already turned into HTML and text, by its whole input: an edit in the preview
         # changes a section or two, and the others need not be parsed again (~40% of a render)
@@ -132,7 +179,7 @@ class Renderer:
     def render(self, issue: Issue, stem: str) -> Rendered:
         """Render an issue once for all recipients; merge fields stay tokens (see message.py)."""
         slots = _Slots()
-        context = self.context(issue, stem, slots)
+        context = {**self.context(issue, stem, slots), _SLOTS: slots}
         name = issue.template
         mjml_src = self._render_template(f"{name}.mjml.j2", context)
         text = self._render_template(f"{name}.txt.j2", context)
@@ -154,7 +201,7 @@ class Renderer:
                                   "<mj-style>): CSS nested too deep for the CSS inliner; flatten the nested "
                                   "@media, @supports or rules") from None
         subject = slots.tokenizer(False)(issue.subject)
-        fields = [merge.compile_field(e) for e in slots.exprs]
+        fields = slots.fields()
         return Rendered(issue, stem, subject, html, re.sub(r"\n{3,}", "\n\n", text), mjml_src, fields)
 
 

@@ -465,3 +465,52 @@ def test_a_renderer_kept_across_edits_renders_each_edit_as_a_fresh_one_does(sett
     issue = parse_issue(SMALL_ISSUE, "small.yaml")
     restyled = kept.render(issue, "small").html
     assert "letter-spacing:1px" in restyled and restyled == Renderer(settings).render(issue, "small").html
+
+
+MERGED_TITLE_ISSUE = SMALL_ISSUE.replace(
+    "subject: ", "title: \"April for {{ subscriber.company | default('you') }}\"\nsubject: ", 1)
+
+
+def test_a_title_with_a_merge_field_is_underlined_as_wide_as_each_reader_sees_it(settings, monkeypatch):
+    # rendered once, the title holds a token: its rule must still be as wide as the title each reader
+    # gets, in Envelope.fill, the SMTP fast path and SendGrid's expansion alike
+    import email as email_lib
+    import html as html_lib
+
+    from newsletter import mime
+    from newsletter.plaintext import width
+    from newsletter.providers.sendgrid import SendGridSettings
+    from newsletter.providers.sendgrid.client import SendGridProvider
+    from newsletter.providers.smtp.data import DataTemplate, dot_stuff
+
+    monkeypatch.setattr(mime, "formatdate", lambda *a, **k: "Mon, 01 Mar 2021 09:00:00 GMT")
+    monkeypatch.setattr(mime, "make_msgid", lambda domain=None: f"<1.42@{domain}>")
+    rendered = Renderer(settings).render(parse_issue(MERGED_TITLE_ISSUE, "small.yaml"), "small")
+    p = Personalizer(rendered, settings, SECRET, provider="smtp")
+    long_name = "Очень Длинное Название Компании С Ограниченной Ответственностью И Филиалами"
+    companies = ["A, B & C", "日本株式会社 🎉", "", long_name]
+    readers = [p(Subscriber(f"r{i}@example.com", "", "subscribed", {"email": f"r{i}@example.com", "company": c}, 2))
+               for i, c in enumerate(companies)]
+    env = p.envelope()
+    filled = [env.fill(r) for r in readers]
+    for (_, html, text), company in zip(filled, companies):
+        # the rule as wide as the title the reader sees (wide characters two columns); a long value
+        # lengthens its line, as a merge field in any prose does (the text is wrapped once, with tokens)
+        title = f"April for {company or 'you'}"
+        assert f"\n\n{title}\n" + "=" * width(title) + "\n\n" in text, text[:400]
+        assert html_lib.escape(title) in html
+    # the SMTP fast path: the very bytes message_bytes makes from Envelope.fill's strings
+    template = DataTemplate(env)
+    for r, (_, _, text) in zip(readers, filled):
+        expected, _ = mime.message_bytes(env, r)
+        assert template.data(r)[0] == dot_stuff(expected)
+        part = next(m for m in email_lib.message_from_bytes(expected).walk() if m.get_content_type() == "text/plain")
+        assert part.get_payload(decode=True).decode("utf-8").replace("\r\n", "\n") == text
+    # SendGrid: the content goes once with tags, each reader's substitutions give Envelope.fill's strings
+    body = SendGridProvider(SendGridSettings(api_url="http://127.0.0.1:9", api_key="SG.x")).body(env, readers)
+    for i, (subject, html, text) in enumerate(filled):
+        subs = body["personalizations"][i].get("substitutions", {})
+        parts = [body["subject"], *(c["value"] for c in body["content"])]
+        for tag, value in subs.items():
+            parts = [part.replace(tag, value) for part in parts]
+        assert (parts[0], parts[2], parts[1]) == (subject, html, text)
