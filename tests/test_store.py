@@ -197,3 +197,74 @@ def test_a_reader_handed_over_again_loses_the_earlier_answer(tmp_path: Path, dat
         record.record(BatchResult(retry={"a@example.com": "451 4.3.0 try later"}))
         record.mark_in_flight("b2", "smtp", [person("a@example.com")])  # ...and then kill -9
         assert store.db.execute("SELECT state, answer, attempts FROM deliveries") == [(IN_FLIGHT, None, 2)]
+
+
+def _store_at_version_2(where: Path, database_url: str | None, deliveries: list[tuple], suppressions: list[tuple]):
+    """A state store as the versions before 3 left it, with rows keyed as they keyed them."""
+    from newsletter.store.migrations import MIGRATIONS
+
+    if database_url:
+        import psycopg
+
+        conn = psycopg.connect(database_url, autocommit=True)
+        dialect, mark = "postgres", "%s"
+    else:
+        conn = sqlite3.connect(where / "sends.sqlite3", isolation_level=None)
+        dialect, mark = "sqlite", "?"
+    for version in (1, 2):
+        for statement in MIGRATIONS[version][dialect].split(";"):
+            if statement.strip():
+                conn.execute(statement)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    conn.execute("INSERT INTO schema_version VALUES (2)")
+    for table, rows in (("deliveries", deliveries), ("suppressions", suppressions)):
+        for row in rows:
+            conn.execute(f"INSERT INTO {table} VALUES ({', '.join([mark] * len(row))})", row)
+    conn.close()
+
+
+def test_keys_written_by_older_versions_are_made_again_and_rows_that_meet_merge(
+        tmp_path: Path, database_url: str | None) -> None:
+    """0.1 and the first state store keyed with str.casefold(), and suppressions were keyed as
+    given until the IDNA fix: after an upgrade, a reader sent under such a key was sent again
+    (anna@straße.de, keyed anna@strasse.de) and an IDNA-keyed bounce suppressed nobody. Version 3
+    keys every row again, merging rows that meet as the code's rules would."""
+    t = "2026-01-01T10:00:00+00:00"
+    later = "2026-01-02T10:00:00+00:00"
+
+    def delivery(issue: str, key: str, email: str, state: str, at: str = t) -> tuple:
+        return (issue, key, email, state, 1, "b", "smtp", None, at, at)
+
+    def suppression(key: str, email: str, reason: str, at: str) -> tuple:
+        return (key, email, reason, "webhook", None, None, at)
+
+    _store_at_version_2(tmp_path, database_url, [
+        delivery("2021-03", "anna@strasse.de", "anna@straße.de", "sent"),  # 0.1's casefold
+        delivery("2021-03", "änne@example.de", "Änne@example.de", "in_flight"),  # unknown stays unknown
+        delivery("2021-03", "bob@example.com", "bob@example.com", "sent"),
+        delivery("2021-04", "Änne@example.de", "Änne@example.de", "failed", later),  # meets the next one:
+        delivery("2021-04", "änne@example.de", "Änne@example.de", "sent"),  # sent says more
+    ], [
+        suppression("anna@xn--e1afmkfd.xn--p1ai", "anna@xn--e1afmkfd.xn--p1ai", "bounced", t),  # the first
+        suppression("anna@пример.рф", "anna@пример.рф", "unsubscribed", later),
+        suppression("cy@пример.рф", "cy@пример.рф", "manual", t),  # the same second: the stronger
+        suppression("cy@xn--e1afmkfd.xn--p1ai", "cy@xn--e1afmkfd.xn--p1ai", "complained", t),
+        suppression("änne@example.de", "Änne@example.de", "complained", t),
+        suppression(" Dan@Example.com ", " Dan@Example.com ", "manual", t),
+    ])
+    with open_store(tmp_path, database_url) as store:
+        assert store.db.version() == LATEST
+        assert store.read_record("2021-03").states(
+            ["anna@straße.de", "Änne@example.de", "bob@example.com", "anna@strasse.de"]) == {
+            "anna@straße.de": SENT, "Änne@example.de": IN_FLIGHT, "bob@example.com": SENT}
+        assert store.read_record("2021-04").states(["Änne@example.de"]) == {"Änne@example.de": SENT}
+        assert store.db.execute("SELECT count(*) FROM deliveries")[0][0] == 4
+        assert store.suppressions.reasons(["anna@пример.рф", "cy@пример.рф", "Änne@example.de", "dan@example.com"]) == {
+            "anna@пример.рф": "bounced", "cy@пример.рф": "complained", "Änne@example.de": "complained",
+            "dan@example.com": "manual"}
+        assert store.db.execute("SELECT count(*) FROM suppressions")[0][0] == 4
+        got = store.suppressions.get("anna@пример.рф")
+        assert got is not None and got.created_at == t and got.email == "anna@xn--e1afmkfd.xn--p1ai"
+    with open_store(tmp_path, database_url) as store:  # once only
+        assert store.db.execute("SELECT version FROM schema_version") == [(LATEST,)]
+        assert store.suppressions.count() == {"bounced": 1, "complained": 2, "manual": 1}

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import ConfigError, NewsletterError
 from ..scrub import scrub
-from .migrations import LATEST, MIGRATIONS
+from .migrations import LATEST, MIGRATIONS, STEPS
 
 SQLITE_NAME = "sends.sqlite3"  # the file name 0.1 used: an old state folder is opened in place
 
@@ -127,6 +127,8 @@ class Database:
                 for statement in MIGRATIONS[current + 1][self.dialect].split(";"):
                     if statement.strip():
                         self.execute(statement)
+                if current + 1 in STEPS:
+                    STEPS[current + 1](self)
                 self.execute("UPDATE schema_version SET version = ?", (current + 1,))
 
     # --- the lock that keeps two sends of one issue apart --------------------------------------------
