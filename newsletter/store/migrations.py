@@ -85,7 +85,7 @@ def _rekey(db: Database) -> None:
     first = ("complained", "unsubscribed", "bounced", "invalid", "manual")
     _merge(db, "suppressions", columns, ("email_key",),
            [(r, (k, *r[1:])) for r in rows if (k := _key(r[1], validator)) != r[0]],
-           lambda a, b: min(a, b, key=lambda r: (r[6], first.index(r[2]))))
+           lambda a, b: min(a, b, key=lambda r: (r[6], first.index(r[2]) if r[2] in first else len(first))))
 
 
 def _merge(db: Database, table: str, columns: tuple[str, ...], key: tuple[str, ...],
