@@ -30,6 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "tests" / "data" / "sendgrid" / "tsg_suppressions_v3.json"
 KEY = "SG.sync-test-key.Qw7-DoNotLeak"
 LISTS = ("spam_reports", "unsubscribes", "bounces", "invalid_emails", "blocks")
+TRICKLE, TRICKLE_FOR = 0.3, 15.0  # the trickling stand-in: a byte every TRICKLE s, for at most TRICKLE_FOR s
+FLOOD = 100 * 2**20  # the flooding stand-in sends at most this much
+CAP = 16 * 2**20  # the most the sync reads of one page's answer
 
 
 def iso(ts: int) -> str:
@@ -45,7 +48,10 @@ def env_for(database_url: str | None, **extra: str) -> dict[str, str]:
 
 class StandIn(ThreadingHTTPServer):
     """Serves `lists` (path -> entries) with limit/offset/start_time as SendGrid does; records each
-    request; answers `replies` first, and `failing` (path, offset) always with a 500."""
+    request; answers `replies` first, and `failing` (path, offset) always with a 500. `trickling`
+    (path, offset, headers too) sends that answer a byte every TRICKLE seconds; `flooding` (path, offset,
+    with a Content-Length) answers with an endless body, and notes in `flooded` how much of it went out.
+    An offset of None: every request of that path."""
 
     daemon_threads = True
 
@@ -55,6 +61,9 @@ class StandIn(ThreadingHTTPServer):
         self.requests: list[tuple[str, dict[str, str], Message]] = []
         self.replies: list[tuple[int, dict[str, str], bytes]] = []
         self.failing: tuple[str, str] | None = None
+        self.trickling: tuple[str, str | None, bool] | None = None
+        self.flooding: tuple[str, str | None, bool] | None = None
+        self.flooded: list[int] = []
 
     @property
     def url(self) -> str:
@@ -71,6 +80,14 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         query = dict(parse_qsl(parts.query))
         self.server.requests.append((parts.path, query, self.headers))
+
+        def matches(special: tuple[str, str | None, bool] | None) -> bool:
+            return special is not None and special[:2] in ((parts.path, query.get("offset")), (parts.path, None))
+
+        if matches(self.server.flooding):
+            assert self.server.flooding
+            self._flood(self.server.flooding[2])
+            return
         if self.server.replies:
             status, headers, body = self.server.replies.pop(0)
         elif self.server.failing == (parts.path, query.get("offset")):
@@ -83,12 +100,50 @@ class _Handler(BaseHTTPRequestHandler):
                 offset = int(query.get("offset", 0))
                 entries = entries[offset : offset + int(query["limit"])]
             status, headers, body = 200, {"Content-Type": "application/json"}, json.dumps(entries).encode()
+        if matches(self.server.trickling):
+            assert self.server.trickling
+            self._trickle(status, headers, body, self.server.trickling[2])
+            return
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _trickle(self, status: int, headers: dict[str, str], body: bytes, head_too: bool) -> None:
+        """The answer a byte every TRICKLE s, each well within any read timeout; given up after
+        TRICKLE_FOR s (before the fix, each try took that long)."""
+        head = f"HTTP/1.1 {status} OK\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        answer, start = head.encode() + body, time.monotonic()
+        self.close_connection = True
+        try:
+            if not head_too:
+                self.wfile.write(answer[: len(head)])
+                answer = answer[len(head):]
+            for i in range(len(answer)):
+                if time.monotonic() - start > TRICKLE_FOR:
+                    return
+                self.wfile.write(answer[i : i + 1])
+                time.sleep(TRICKLE)
+        except OSError:
+            return  # the client hung up
+
+    def _flood(self, say_length: bool) -> None:
+        """200 and JSON whitespace without end (600 MB said, or no length: until the connection closes);
+        given up after FLOOD bytes, so that a client reading it all does not take the machine's memory."""
+        self.close_connection = True
+        sent, chunk = 0, b" " * 65536
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                             + (b"Content-Length: 629145600\r\n" if say_length else b"") + b"\r\n")
+            while sent < FLOOD:
+                self.wfile.write(chunk)
+                sent += len(chunk)
+        except OSError:
+            pass  # the client hung up
+        self.server.flooded.append(sent)
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -261,6 +316,81 @@ def test_a_list_that_does_not_page_or_does_not_parse_stops_with_a_message(tmp_pa
             sync_suppressions(store, settings(standin.url), backoff=0)
 
 
+@pytest.mark.parametrize("head_too", [True, False], ids=["whole-answer", "body"])
+def test_an_answer_trickled_a_byte_at_a_time_is_cut_at_the_timeout(
+        project: Project, standin: StandIn, database_url: str | None, monkeypatch: pytest.MonkeyPatch,
+        head_too: bool) -> None:
+    """The timeout bounded each read, not the answer: a server sending a valid answer a byte every
+    0.3 s held the sync for as long as it kept sending (here 15 s a try, then it gives up)."""
+    from newsletter.providers.sendgrid import sync
+
+    monkeypatch.setattr(sync, "TIMEOUT", 1.0)
+    standin.lists["/v3/suppression/spam_reports"] = [{"created": 1700000001, "email": "s@example.com", "ip": "x"}]
+    standin.lists["/v3/suppression/bounces"] = [bounce("b@example.com", 1700000002)]
+    standin.trickling = ("/v3/suppression/bounces", None, head_too)
+    env = env_for(database_url, SENDGRID_API_URL=standin.url, SENDGRID_API_KEY=KEY, NEWSLETTER_RETRY_ATTEMPTS="2",
+                  NEWSLETTER_RETRY_BACKOFF="0")
+    start = time.monotonic()
+    r = run_cli("suppressions", "sync", cwd=project.root, env=env)
+    took = time.monotonic() - start
+    assert r.code == 1, r.output
+    assert ("GET /v3/suppression/bounces: SendGrid sent no whole answer within 1 s (still, after 2 tries); "
+            "run `newsletter suppressions sync` again later: what was read so far is kept") in r.err
+    assert "Traceback" not in r.output
+    assert 2 <= took < 4.5, took  # two tries of 1 s each, not minutes
+    assert len(standin.queries("bounces")) == 2
+    with open_store(project.root / ".newsletter", database_url) as store:
+        assert {s.email for s in store.suppressions} == {"s@example.com"}  # the list read before is kept...
+        assert store.events.cursor("sendgrid:spam_reports") == "1700000001"
+        assert store.events.cursor("sendgrid:bounces") is None  # ...and the one cut is read again next time
+
+    standin.trickling = None  # a normal answer: the next sync reads the rest
+    r = run_cli("suppressions", "sync", cwd=project.root, env=env)
+    assert r.code == 0, r.output
+    assert re.search(r"bounces\s+1 read\s+1 new \(bounced; everything\)", r.out)
+
+
+@pytest.mark.parametrize("say_length", [True, False], ids=["600MB-said", "endless"])
+def test_an_oversized_answer_is_refused_at_the_cap_without_reading_the_rest(
+        tmp_path: Path, standin: StandIn, database_url: str | None, say_length: bool) -> None:
+    """An answer was read whole: a 600 MB body took 600 MB of memory (and one without end, all of it)."""
+    import tracemalloc
+
+    standin.lists["/v3/suppression/bounces"] = [bounce(f"b{i}@example.com", 1700000000 + i) for i in range(3)]
+    standin.flooding = ("/v3/suppression/bounces", "2", say_length)
+    with open_store(tmp_path, database_url) as store:
+        tracemalloc.start()
+        try:
+            with pytest.raises(NewsletterError, match=r"GET /v3/suppression/bounces: SendGrid's answer is (600 MB, )?over "
+                                                      r"16 MB, more than a page of the list can be; the rest of it was "
+                                                      r"not read \(still, after 2 tries\); "
+                                                      r"run `newsletter suppressions sync` again later"):
+                sync_suppressions(store, settings(standin.url), page_size=2, attempts=2, backoff=0)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 2 * CAP + 8 * 2**20, peak  # never more than the cap (and a copy of it)
+        assert store.suppressions.count() == {"bounced": 2}  # the first page is kept...
+        assert store.events.cursor("sendgrid:bounces") is None  # ...but the list starts over
+        deadline = time.monotonic() + 5
+        while len(standin.flooded) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the stand-in notes what it sent once the client hangs up
+        assert len(standin.flooded) == 2
+        # cut at the cap: what went out is at most the cap and what the sockets' buffers took
+        assert all(sent < CAP + 32 * 2**20 for sent in standin.flooded), standin.flooded
+
+        standin.flooding = None  # a normal answer: the next sync reads the list
+        report = sync_suppressions(store, settings(standin.url), page_size=2, backoff=0)
+        assert next(r for r in report.lists if r.name == "bounces").read == 3
+        assert store.events.cursor("sendgrid:bounces") == "1700000002"
+
+        # the unsubscribe group comes unpaged, so it may be larger, but not without end
+        standin.flooding = ("/v3/asm/groups/42/suppressions", None, say_length)
+        with pytest.raises(NewsletterError, match=r"GET /v3/asm/groups/42/suppressions: SendGrid's answer is "
+                                                  r"(600 MB, )?over 64 MB, the most read of an unsubscribe group"):
+            sync_suppressions(store, settings(standin.url, asm_group_id=42), attempts=1, backoff=0)
+
+
 # --- Prism: SendGrid's published suppressions contract ------------------------------------------------
 
 
@@ -276,8 +406,8 @@ class CheckedClient(SuppressionsClient):
 
     seen: list[tuple[str, int, list[dict]]]
 
-    def _request(self, url: str) -> tuple[int, Any, bytes]:
-        status, headers, body = super()._request(url)
+    def _request(self, url: str, max_bytes: int = CAP) -> tuple[int, Any, bytes]:
+        status, headers, body = super()._request(url, max_bytes)
         self.seen.append((url, status, json.loads(headers.get("sl-violations") or "[]")))
         return status, headers, body
 

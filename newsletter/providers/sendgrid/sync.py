@@ -13,6 +13,8 @@ import http.client
 import json
 import math
 import re
+import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -36,10 +38,22 @@ if TYPE_CHECKING:
 SOURCE = "sendgrid-sync"
 PAGE_SIZE = 500  # the most the suppression endpoints return a page
 MAX_PAGES = 100_000  # a server that never ends its list must not keep us here forever
-TIMEOUT = 60.0
+TIMEOUT = 60.0  # seconds for a whole answer, from connecting to its last byte
+# The most read of one page's answer. A page is PAGE_SIZE entries of {created, email, reason, status}:
+# an address is at most 320 characters and a reason an SMTP reply of a few hundred; even at 4 KB an
+# entry (a long reply, all of it \u-escaped) a page is 2 MB. An answer past this is not a page of
+# SendGrid's (a wrong api_url, a proxy sending a file, a server without end) and must not take the memory.
+MAX_PAGE_BYTES = 16 * 2**20
+# The unsubscribe group comes whole, without pages: this is about 1.5 million addresses.
+MAX_GROUP_BYTES = 64 * 2**20
+MAX_ERROR_BYTES = 64 * 2**10  # of a refusal's body only SendGrid's message is shown: the rest is not read
 MAX_BACKOFF = 60.0
 FUTURE = 86_400  # a `created` further ahead of this machine's clock than this is not a time
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # PostgreSQL refuses NUL, UTF-8 lone surrogates
+
+
+class _Unread(Exception):
+    """An answer not read whole: it took longer than the timeout, or it is larger than the cap."""
 
 
 class SendGridAPIError(NewsletterError):
@@ -95,11 +109,12 @@ class SyncReport:
 
 
 class SuppressionsClient:
-    """GETs SendGrid's suppression lists as JSON; retries 429 (as long as SendGrid asks) and 5xx or
-    network failures (with a doubling backoff); a GET is safe to repeat."""
+    """GETs SendGrid's suppression lists as JSON; retries 429 (as long as SendGrid asks) and 5xx,
+    network failures, answers not whole within `timeout` and answers over the size cap (with a
+    doubling backoff); a GET is safe to repeat."""
 
     def __init__(self, settings: SendGridSettings, *, attempts: int = 5, backoff: float = 2.0,
-                 timeout: float = TIMEOUT, sleep: Callable[[float], None] = time.sleep):
+                 timeout: float | None = None, sleep: Callable[[float], None] = time.sleep):
         if not settings.api_key:
             raise ConfigError(
                 "SENDGRID_API_KEY is not set: create an API key with read access to Suppressions in "
@@ -110,13 +125,14 @@ class SuppressionsClient:
         self._key = settings.api_key
         self.attempts = max(attempts, 1)
         self.backoff = backoff
-        self.timeout = timeout
+        self.timeout = TIMEOUT if timeout is None else timeout
         self.sleep = sleep
 
     def __repr__(self) -> str:  # never show the key
         return f"SuppressionsClient(api_url={self.api_url!r})"
 
-    def get(self, path: str, params: dict[str, int] | None = None) -> Any:
+    def get(self, path: str, params: dict[str, int] | None = None, max_bytes: int = MAX_PAGE_BYTES) -> Any:
+        """The JSON of a GET of `path`; an answer over `max_bytes` is refused (and retried) unread."""
         url = f"{self.api_url}{path}"
         if params:
             url += "?" + urllib.parse.urlencode(params)
@@ -124,9 +140,11 @@ class SuppressionsClient:
         for attempt in range(1, self.attempts + 1):
             wait = min(self.backoff * 2 ** (attempt - 1), MAX_BACKOFF)
             try:
-                status, headers, body = self._request(url)
+                status, headers, body = self._request(url, max_bytes)
             except (OSError, http.client.HTTPException) as e:  # URLError is an OSError
                 problem = f"SendGrid unreachable: {getattr(e, 'reason', None) or e or type(e).__name__}"
+            except _Unread as e:
+                problem = str(e)
             else:
                 if status < 300:
                     try:
@@ -151,17 +169,41 @@ class SuppressionsClient:
             f"{what}: {problem} (still, after {self.attempts} tries); run `newsletter suppressions "
             "sync` again later: what was read so far is kept, and the rest is read next time"))
 
-    def _request(self, url: str) -> tuple[int, Any, bytes]:
-        """(status, headers, body) of one GET; network failures raise."""
+    def _request(self, url: str, max_bytes: int = MAX_PAGE_BYTES) -> tuple[int, Any, bytes]:
+        """(status, headers, body) of one GET, all of it within `timeout` seconds; network failures
+        raise, and so (_Unread) does an answer cut at the timeout or larger than `max_bytes`."""
         request = urllib.request.Request(url, headers={
             "Authorization": f"Bearer {self._key}", "Accept": "application/json",
             "User-Agent": f"newsletter/{__version__}"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return response.status, response.headers, response.read()
-        except urllib.error.HTTPError as e:
-            with e:
-                return e.code, e.headers, e.read()
+        with _Deadline(self.timeout) as deadline:
+            opener = urllib.request.build_opener(_HTTPHandler(deadline), _HTTPSHandler(deadline))
+            try:
+                try:
+                    with opener.open(request, timeout=self.timeout) as response:
+                        if (response.length or 0) > max_bytes:  # said by Content-Length: not read at all
+                            raise _Unread(self._too_large(max_bytes, response.length))
+                        body = _read_at_most(response, max_bytes)
+                        if len(body) > max_bytes:
+                            raise _Unread(self._too_large(max_bytes))
+                        if response.length:  # the connection closed before the Content-Length was read
+                            raise http.client.IncompleteRead(body, response.length)
+                        answer = response.status, response.headers, body
+                except urllib.error.HTTPError as e:
+                    with e:
+                        answer = e.code, e.headers, _read_at_most(e, MAX_ERROR_BYTES)[:MAX_ERROR_BYTES]
+            except (OSError, http.client.HTTPException):
+                if not deadline.expired:
+                    raise
+            if deadline.expired:  # what came was cut, even if it ended like an answer
+                raise _Unread(f"SendGrid sent no whole answer within {self.timeout:g} s")
+        return answer
+
+    @staticmethod
+    def _too_large(max_bytes: int, said: int | None = None) -> str:
+        size = f"{said / 2**20:,.0f} MB, over" if said is not None else "over"
+        limit = ("more than a page of the list can be" if max_bytes == MAX_PAGE_BYTES
+                 else "the most read of an unsubscribe group (about 1.5 million addresses)")
+        return f"SendGrid's answer is {size} {max_bytes / 2**20:g} MB, {limit}; the rest of it was not read"
 
     def pages(self, path: str, start_time: int | None, page_size: int = PAGE_SIZE) -> Iterator[list[Any]]:
         """The list at `path`, a page at a time, from `start_time` (inclusive) on."""
@@ -242,7 +284,7 @@ def _sync_group(store: Store, client: SuppressionsClient, group_id: int) -> List
     result = ListResult(f"group {group_id}", "unsubscribed")
     path = f"/v3/asm/groups/{group_id}/suppressions"
     try:
-        emails = client.get(path)
+        emails = client.get(path, max_bytes=MAX_GROUP_BYTES)
     except SendGridAPIError as e:
         if e.status == 404:
             raise ConfigError(f"{e}; SendGrid has no unsubscribe group {group_id}: check "
@@ -256,6 +298,101 @@ def _sync_group(store: Store, client: SuppressionsClient, group_id: int) -> List
     result.read = len(emails)
     result.new = len(store.suppressions.add_many(items))
     return result
+
+
+class _Deadline:
+    """Cuts a request's connection once it has taken `seconds` in all, as linkcheck's _Deadline does
+    for httpx. The socket timeout bounds each read, not the answer: a server sending a byte every few
+    seconds would hold the sync for as long as it liked. The connection's socket comes from the
+    handlers below as soon as it is connected, before TLS or a proxy's tunnel; the deadline keeps a
+    duplicate of it (TLS takes the socket object over, not the connection), and shutting that down
+    wakes the blocked read at once."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock.dup())
+            if self.expired:
+                self._shutdown()
+
+    def _cut(self) -> None:
+        with self._lock:
+            self.expired = True
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        for sock in self._sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()  # the duplicate: the connection's own socket is the response's to close
+            self._sockets.clear()
+
+
+def _watched(connection_class: type[http.client.HTTPConnection], deadline: _Deadline) -> Any:
+    """`connection_class`, with each socket it connects handed to `deadline`."""
+
+    def connection(host: str, /, **kwargs: Any) -> http.client.HTTPConnection:
+        conn = connection_class(host, **kwargs)
+        connect = conn._create_connection  # type: ignore[attr-defined]  # http.client's hook for the socket
+
+        def connect_watched(*args: Any, **kwargs: Any) -> socket.socket:
+            sock: socket.socket = connect(*args, **kwargs)
+            deadline.watch(sock)
+            return sock
+
+        conn._create_connection = connect_watched  # type: ignore[attr-defined]
+        return conn
+
+    return connection
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def do_open(self, http_class: Any, req: urllib.request.Request, **kwargs: Any) -> http.client.HTTPResponse:
+        return super().do_open(_watched(http_class, self.deadline), req, **kwargs)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def do_open(self, http_class: Any, req: urllib.request.Request, **kwargs: Any) -> http.client.HTTPResponse:
+        return super().do_open(_watched(http_class, self.deadline), req, **kwargs)
+
+
+def _read_at_most(response: Any, limit: int) -> bytes:
+    """The body, but never more than `limit` + 1 bytes of it (one more than `limit` says there is
+    more), read a piece at a time: an answer without end takes no more memory than that."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = response.read(min(65536, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _suppression(entry: Any, endpoint: Endpoint, latest: int) -> Suppression | None:
