@@ -7,7 +7,7 @@ carry their line inside the text, so that issue.py can locate them in the file.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import unquote
@@ -150,11 +150,13 @@ def _link_problem(href: str) -> str | None:
 MERGE_TOKEN = "NLMF0H"  # what a merge field becomes before Markdown is parsed, as when rendering
 
 
-def markdown_targets(text: str) -> Iterator[tuple[int | None, str, str, str]]:
+def markdown_targets(text: str, token_for: Callable[[str], str] = lambda expr: MERGE_TOKEN
+                     ) -> Iterator[tuple[int | None, str, str, str]]:
     """(line inside the text, "link" | "image", URL, alt text) of each link and image in Markdown, read
     as markdown-it reads it (entities decoded, reference links resolved). Merge fields become tokens
-    first, as when rendering: a field inside a URL must not change its shape."""
-    for block in _md.parse(merge.tokenize(text, lambda expr: MERGE_TOKEN)):
+    first (`token_for(expression)`, letters and digits), as when rendering: a field inside a URL must
+    not change its shape."""
+    for block in _md.parse(merge.tokenize(text, token_for)):
         if block.type != "inline" or not block.children:
             continue
         line = block.map[0] if block.map else None
@@ -178,23 +180,20 @@ def unencoded_url_fields(text: str) -> Iterator[tuple[int | None, str]]:
         exprs.append(expr)
         return f"NLMFURL{len(exprs) - 1}X"
 
+    for line, _kind, url, _alt in markdown_targets(text, numbered):
+        for m in re.finditer(r"NLMFURL(\d+)X", url):
+            expr = exprs[int(m.group(1))]
+            if m.start() > 0 and not _urlencoded(expr):
+                yield line, expr
+
+
+def _urlencoded(expr: str) -> bool:
+    """Whether a merge field ends with `| urlencode`; a field that does not check counts as such:
+    validation reports it, with its own message."""
     try:
-        tokenized = merge.tokenize(text, numbered)
-    except merge.MergeFieldError:  # reported by validation
-        return
-    for block in _md.parse(tokenized):
-        if block.type != "inline" or not block.children:
-            continue
-        line = block.map[0] if block.map else None
-        for tok in block.children:
-            if tok.type in ("softbreak", "hardbreak") and line is not None:
-                line += 1
-            url = str(tok.attrGet("href") or "") if tok.type == "link_open" else \
-                str(tok.attrGet("src") or "") if tok.type == "image" else ""
-            for m in re.finditer(r"NLMFURL(\d+)X", url):
-                expr = exprs[int(m.group(1))]
-                if m.start() > 0 and merge.last_filter(expr) != "urlencode":
-                    yield line, expr
+        return merge.last_filter(expr) == "urlencode"
+    except merge.MergeFieldError:
+        return True
 
 
 @lru_cache(maxsize=256)

@@ -346,6 +346,14 @@ def test_a_merge_field_in_a_link_url_is_flagged_and_urlencode_keeps_each_readers
     assert "(https://example.org/q?c=A%2C%20B%20%26%20C)" in text_part
 
 
+def test_a_merge_field_that_does_not_check_inside_a_link_url_is_its_own_error_not_a_crash(project, cli):
+    project.write_issue(SMALL_ISSUE.replace("  P.S. Reply", "  See [it](https://example.org/p?c={{ subscriber.name * 3 }})."
+                                            "\n\n  P.S. Reply"))
+    r = cli("check", "issues/issue.yaml", cwd=project.root)
+    assert r.code == 1, r.output
+    assert "merge field {{ subscriber.name * 3 }} is not allowed" in r.err and "internal error" not in r.err, r.err
+
+
 def test_a_link_whose_url_is_a_merge_field_says_so(project, cli):
     project.write_issue(SMALL_ISSUE.replace("  P.S. Reply", "  See [your page]({{ subscriber.site }}).\n\n  P.S. Reply"))
     r = cli("check", "issues/issue.yaml", cwd=project.root)
