@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
 from .config import Settings
+from .deadline import Deadline
 from .errors import Problem
 from .issue import Issue
 from .issuetext import MARKDOWN_FIELDS, MERGE_TOKEN, markdown_targets, shorten
@@ -85,19 +86,13 @@ def _why(exc: BaseException, timeout: float) -> str:
     return f"{type(exc).__name__}: {text or 'no answer'}"
 
 
-class _Deadline:
-    """Cuts a request's connection once it has taken `seconds` in all. httpx's timeout bounds each read,
-    not the answer: a server trickling its status line a byte every few seconds would hold the check for
-    hours. The connection's socket comes from httpcore's trace events (a new connection each request:
-    the client keeps none alive); shutting it down wakes the blocked read at once."""
+class _Deadline(Deadline):
+    """Deadline for an httpx request: the connection's socket comes from httpcore's trace events (a
+    new connection each request: the client keeps none alive)."""
 
     def __init__(self, seconds: float) -> None:
-        self.expired = False
+        super().__init__(seconds)
         self.location: str | None = None  # the Location of a redirect, as the server sent it
-        self._socket: socket.socket | None = None
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._cut)
-        self._timer.daemon = True
 
     def trace(self, event: str, info: dict[str, object]) -> None:
         if event == "http11.receive_response_headers.complete":
@@ -105,32 +100,11 @@ class _Deadline:
             if isinstance(answer, tuple) and len(answer) == 4 and answer[1] in REDIRECTS:
                 # kept for the message: httpx parses a redirect's Location itself and fails on odd ones
                 self.location = next((v.decode("latin-1") for k, v in answer[3] if k.lower() == b"location"), None)
-        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+        if event == "connection.connect_tcp.complete":  # before TLS, which takes the socket over
             stream = info.get("return_value")
             sock = getattr(stream, "get_extra_info", lambda _name: None)("socket")
-            with self._lock:
-                self._socket = sock if isinstance(sock, socket.socket) else self._socket
-                if self.expired:
-                    self._shutdown()
-
-    def _cut(self) -> None:
-        with self._lock:
-            self.expired = True
-            self._shutdown()
-
-    def _shutdown(self) -> None:
-        if self._socket is not None:
-            try:
-                self._socket.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed
-
-    def __enter__(self) -> _Deadline:
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
+            if isinstance(sock, socket.socket):
+                self.watch(sock)
 
 
 def _not_web(location: str) -> str:

@@ -14,7 +14,6 @@ import json
 import math
 import re
 import socket
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -25,6 +24,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ... import __version__
+from ...deadline import Deadline
 from ...errors import ConfigError, NewsletterError
 from ...scrub import scrub
 from ...store.db import now
@@ -175,7 +175,7 @@ class SuppressionsClient:
         request = urllib.request.Request(url, headers={
             "Authorization": f"Bearer {self._key}", "Accept": "application/json",
             "User-Agent": f"newsletter/{__version__}"})
-        with _Deadline(self.timeout) as deadline:
+        with Deadline(self.timeout) as deadline:
             opener = urllib.request.build_opener(_HTTPHandler(deadline), _HTTPSHandler(deadline))
             try:
                 try:
@@ -300,52 +300,7 @@ def _sync_group(store: Store, client: SuppressionsClient, group_id: int) -> List
     return result
 
 
-class _Deadline:
-    """Cuts a request's connection once it has taken `seconds` in all, as linkcheck's _Deadline does
-    for httpx. The socket timeout bounds each read, not the answer: a server sending a byte every few
-    seconds would hold the sync for as long as it liked. The connection's socket comes from the
-    handlers below as soon as it is connected, before TLS or a proxy's tunnel; the deadline keeps a
-    duplicate of it (TLS takes the socket object over, not the connection), and shutting that down
-    wakes the blocked read at once."""
-
-    def __init__(self, seconds: float) -> None:
-        self.expired = False
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._cut)
-        self._timer.daemon = True
-
-    def watch(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._sockets.append(sock.dup())
-            if self.expired:
-                self._shutdown()
-
-    def _cut(self) -> None:
-        with self._lock:
-            self.expired = True
-            self._shutdown()
-
-    def _shutdown(self) -> None:
-        for sock in self._sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed
-
-    def __enter__(self) -> _Deadline:
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
-        with self._lock:
-            for sock in self._sockets:
-                sock.close()  # the duplicate: the connection's own socket is the response's to close
-            self._sockets.clear()
-
-
-def _watched(connection_class: type[http.client.HTTPConnection], deadline: _Deadline) -> Any:
+def _watched(connection_class: type[http.client.HTTPConnection], deadline: Deadline) -> Any:
     """`connection_class`, with each socket it connects handed to `deadline`."""
 
     def connection(host: str, /, **kwargs: Any) -> http.client.HTTPConnection:
@@ -363,8 +318,10 @@ def _watched(connection_class: type[http.client.HTTPConnection], deadline: _Dead
     return connection
 
 
-class _HTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, deadline: _Deadline) -> None:
+class _Watching(urllib.request.AbstractHTTPHandler):
+    """A urllib handler that hands each connection's socket to `deadline`."""
+
+    def __init__(self, deadline: Deadline) -> None:
         super().__init__()
         self.deadline = deadline
 
@@ -372,13 +329,12 @@ class _HTTPHandler(urllib.request.HTTPHandler):
         return super().do_open(_watched(http_class, self.deadline), req, **kwargs)
 
 
-class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, deadline: _Deadline) -> None:
-        super().__init__()
-        self.deadline = deadline
+class _HTTPHandler(_Watching, urllib.request.HTTPHandler):
+    pass
 
-    def do_open(self, http_class: Any, req: urllib.request.Request, **kwargs: Any) -> http.client.HTTPResponse:
-        return super().do_open(_watched(http_class, self.deadline), req, **kwargs)
+
+class _HTTPSHandler(_Watching, urllib.request.HTTPSHandler):
+    pass
 
 
 def _read_at_most(response: Any, limit: int) -> bytes:
