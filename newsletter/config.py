@@ -32,8 +32,8 @@ MAKE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
 # Cc (NUL, TAB, CR, LF, ESC, U+0085 ...) and the Unicode line/paragraph separators: never in a header
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # RFC 2919's list-id: list-label "." namespace, both dot-atom-text (RFC 5322 3.2.3), so at least one dot
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-LIST_ID = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})+")
+ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"  # RFC 5322 3.2.3: one or more atext
+LIST_ID = re.compile(rf"{ATOM}(?:\.{ATOM})+")
 LIST_ID_MAX = 255  # octets (RFC 2919 2)
 
 

@@ -13,7 +13,7 @@ from html import escape
 from string import Formatter
 from urllib.parse import quote
 
-from .config import Settings
+from .config import ATOM, Settings
 from .message import TAG_DOMAIN, TAG_LOCAL, TAG_TOKEN, Envelope, Personalization, Rendered
 from .subscribers import Subscriber, address_key
 from .tokens import token_signer, unsubscribe_token, verify_unsubscribe_token
@@ -28,7 +28,7 @@ SAMPLE_SUBSCRIBER = Subscriber(email="reader@example.com", name="", status="subs
                                fields={"email": "reader@example.com"}, line=0)
 SAMPLE_SECRET = "sample-only: not a real key, links signed with it are refused"
 _URL_SAFE = re.compile(r"[A-Za-z0-9_.~@-]*")  # what quote(x, safe="@") leaves as it is
-_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")  # RFC 5322 atext: a phrase's word as it is
+_ATOM = re.compile(ATOM)  # a phrase's word written as it is
 _ENCODED_WORD = 75  # RFC 2047 2: an encoded word's longest
 
 

@@ -23,6 +23,7 @@ from email.utils import formataddr
 from functools import lru_cache
 
 from ... import mime
+from ...config import ATOM
 from ...merge import Filler
 from ...message import Envelope, Personalization
 
@@ -31,8 +32,7 @@ _MAX = 78  # a header line the policy never folds (max_line_length)
 _ASCII_WORD = re.compile(r"[A-Za-z0-9'-]+")  # an atom the folder writes as it is
 _MSG_ID = re.compile(r"<[A-Za-z0-9._-]+@[A-Za-z0-9.-]+>")  # make_msgid's shape
 # a dot-atom address (RFC 5322 3.2.3): written as it is, in <>, by the folder and smtplib.quoteaddr
-DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@"
-                      r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+DOT_ATOM = re.compile(rf"{ATOM}(?:\.{ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 
 
 def dot_stuff(data: bytes) -> bytes:
