@@ -204,7 +204,6 @@ class Renderer:
         fields = slots.fields()
         return Rendered(issue, stem, subject, html, re.sub(r"\n{3,}", "\n\n", text), mjml_src, fields)
 
-
     def _render_template(self, file: str, context: dict[str, object]) -> str:
         """One template rendered; what is wrong with it is a message naming the file (and line)."""
         where = self.templates.find(file) or file
